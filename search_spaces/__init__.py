@@ -1,0 +1,1 @@
+"""Bundled search spaces (YAML); see README "Search spaces" for the schema."""

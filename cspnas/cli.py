@@ -1,0 +1,85 @@
+"""Command-line interface: argument parsing and error presentation only.
+
+Every command's work lives in the library; here we parse flags, call it, and turn a
+CspnasError (bad input the user can fix) into one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cspnas.errors import CspnasError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, where to look) and exit 2."""
+
+    def error(self, message: str):  # noqa: D401
+        raise CspnasError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_common_io(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+
+def _cmd_presets(args) -> int:
+    from cspnas.commands.inspect import presets_table
+
+    return presets_table(as_json=args.json)
+
+
+def _cmd_inspect(args) -> int:
+    from cspnas.commands.inspect import inspect_arch
+
+    return inspect_arch(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cspnas", description="Hardware-aware NAS over the Cross-Stage-Partial design space.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("presets", help="list published architectures")
+    _add_common_io(p)
+    p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("inspect", help="per-stage channels, params, multiply-adds and latency of an architecture")
+    p.add_argument("arch", metavar="NAME|ARCH.json", help="preset name (see `cspnas presets`) or architecture JSON")
+    p.add_argument("--input-size", type=int, default=None, help="square input side in pixels (default: 224 for presets with 1000 classes, else 32)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--in-channels", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="latency device: cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--batch-size", type=int, default=1, help="latency batch size (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for the latency measurement (default 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory")
+    _add_common_io(p)
+    p.set_defaults(func=_cmd_inspect)
+
+    from cspnas.commands import register_more
+
+    register_more(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except CspnasError as e:
+        print(f"cspnas: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cspnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""A candidate's cost, measured once per architecture, before it is trained."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import optuna
+import torch
+
+from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency
+from cspnas.models import build_model
+from cspnas.search.gate import MeasureGate
+from cspnas.space import ArchConfig
+
+
+class CostMeter:
+    """Params, MACs (fvcore) and latency of an architecture, cached by arch hash.
+
+    Latency is measured inside the MeasureGate, i.e. with every training trial paused,
+    and params/MACs constraints are checked first by the caller's constraints only after
+    all three are known (all three are recorded for every candidate, feasible or not).
+    """
+
+    def __init__(self, latency: LatencySettings, gate: MeasureGate, input_size: int):
+        self.latency = latency
+        self.gate = gate
+        self.input_size = input_size
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    def remember(self, study: optuna.Study) -> None:
+        """Seed the cache from a study's trials (resume): identical archs are never re-measured."""
+        for t in study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            if "arch_hash" in a and "macs" in a:
+                self._cache[a["arch_hash"]] = {k: a.get(k) for k in _KEYS}
+
+    def measure(self, arch: ArchConfig) -> dict[str, Any]:
+        key = arch.arch_hash()
+        if key not in self._cache:
+            self._cache[key] = self._measure(arch)
+        return dict(self._cache[key])
+
+    def _measure(self, arch: ArchConfig) -> dict[str, Any]:
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        model = build_model(arch)
+        params = count_params(model)
+        macs = count_macs(model, in_chs=arch.in_chs, input_size=self.input_size).total
+        settings = replace(self.latency, in_chs=arch.in_chs, input_size=self.input_size)
+        with self.gate.exclusive():
+            lat = measure_latency(model, settings)
+        return {"params": params, "macs": macs, "latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
+                "latency_runs": lat.runs, "latency_noisy": lat.noisy, "cost_seconds": time.perf_counter() - start}
+
+
+_KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "cost_seconds")

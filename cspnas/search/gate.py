@@ -1,0 +1,98 @@
+"""A cross-process gate that pauses training while a latency measurement runs.
+
+Latency measured while other trials train on the same cores (or GPU) is noisy and biased.
+Trainers hold a shared lock on `work` and, between steps, peek at `turnstile`; the
+measurer takes `turnstile` exclusively (so no trainer starts a new step), then `work`
+exclusively (waits for running steps to end), measures, and releases both. flock locks
+die with their process, so a crashed trainer can never wedge the search. Cost to a
+trainer: one non-blocking flock per step.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+class TrainerPass:
+    """A trainer's hold on the gate: `checkpoint()` between steps, `released()` around blocking calls."""
+
+    def __init__(self, work: int, turn: int, before_pause: Callable[[], None] | None):
+        self._work, self._turn, self._before_pause = work, turn, before_pause
+
+    def enter(self) -> None:
+        fcntl.flock(self._turn, fcntl.LOCK_SH)  # waits while a measurement is pending
+        fcntl.flock(self._work, fcntl.LOCK_SH)
+        fcntl.flock(self._turn, fcntl.LOCK_UN)
+
+    def checkpoint(self) -> None:
+        try:
+            fcntl.flock(self._turn, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
+            return  # nobody is measuring
+        except BlockingIOError:
+            pass
+        if self._before_pause is not None:
+            self._before_pause()
+        fcntl.flock(self._work, fcntl.LOCK_UN)
+        self.enter()
+
+    __call__ = checkpoint
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Let measurements run while we block elsewhere (e.g. in tune.report, which waits for
+        the driver, which may itself be waiting for this gate: holding it would deadlock)."""
+        if self._before_pause is not None:
+            self._before_pause()
+        fcntl.flock(self._work, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            self.enter()
+
+
+class MeasureGate:
+    def __init__(self, lock_dir: str | Path):
+        self.lock_dir = Path(lock_dir)
+        self._work_fd: int | None = None
+        self._turn_fd: int | None = None
+
+    def _open(self, name: str) -> int:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(self.lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+
+    # -- trainer side ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def training(self, before_pause: Callable[[], None] | None = None) -> Iterator[TrainerPass]:
+        """Hold the gate open for training; yields a TrainerPass (call it between steps).
+
+        `before_pause` runs before yielding to a measurement (e.g. torch.cuda.synchronize,
+        so queued GPU work does not overlap the measurement).
+        """
+        work, turn = self._open("work.lock"), self._open("turnstile.lock")
+        trainer = TrainerPass(work, turn, before_pause)
+        trainer.enter()
+        try:
+            yield trainer
+        finally:
+            fcntl.flock(work, fcntl.LOCK_UN)
+            os.close(work)
+            os.close(turn)
+
+    # -- measurer side --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Block new training steps and wait for running ones; then the machine is ours."""
+        work, turn = self._open("work.lock"), self._open("turnstile.lock")
+        try:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            fcntl.flock(work, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(work, fcntl.LOCK_UN)
+            fcntl.flock(turn, fcntl.LOCK_UN)
+            os.close(work)
+            os.close(turn)

@@ -1,0 +1,289 @@
+"""Run a search end to end: run directory, Ray, Optuna study, Tune, tables, summary.
+
+The run directory holds config.yaml (the settings + derived values such as objective
+references), study.db (Optuna, the single source of truth), trials.csv / pareto.csv
+(derived from the study after every trial), weights/ and dashboard.html.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from cspnas import __version__
+from cspnas.cost import LatencySettings
+from cspnas.data import load_dataset
+from cspnas.errors import CspnasError
+from cspnas.search.costs import CostMeter
+from cspnas.search.gate import MeasureGate
+from cspnas.search.progress import Progress, Status
+from cspnas.search.records import write_tables
+from cspnas.search.searcher import CspOptunaSearch, SearchContext, count_final, interrupted_to_failed
+from cspnas.search.settings import SearchSettings
+from cspnas.space import ArchConfig, StageConfig, StemConfig
+from cspnas.space.searchspace import IntRange, SearchSpace, load_space, parse_space
+
+log = logging.getLogger(__name__)
+STUDY_NAME = "cspnas"
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    run_dir: Path
+    trials: Any  # pandas DataFrame
+    front: Any
+    hypervolume: float
+    wall_seconds: float
+
+
+# -- run directory -----------------------------------------------------------------------------
+
+def _write_yaml_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise CspnasError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        raise CspnasError(f"{run_dir}: not a cspnas run (config.yaml is missing)")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise CspnasError(f"{path}: corrupt YAML; restore it or start a new run with another --name") from None
+    if not isinstance(config, dict) or "settings" not in config:
+        raise CspnasError(f"{path}: not a cspnas run config (no 'settings'); start a new run with another --name")
+    return config
+
+
+# -- sampler, data, references ---------------------------------------------------------------------
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=10, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _largest_arch(space: SearchSpace, in_chs: int, num_classes: int) -> ArchConfig:
+    """A big member of the space (max widths and depths, csp stages), to scale the objectives."""
+    def top(v):
+        return v.max if isinstance(v, IntRange) else max(v) if isinstance(v, tuple) else v
+
+    stages = tuple(StageConfig(depth=top(s["depth"]), out_chs=top(s["out_chs"]), stride=top(s.get("stride", 2)),
+                               stage_type="csp", block_type="dark", split_ratio=0.75, bottle_ratio=1.0)
+                   for s in space.stages)
+    stem = StemConfig(out_chs=(top(space.stem.get("out_chs", 32)),), stride=top(space.stem.get("stride", 1)))
+    return ArchConfig(stem=stem, stages=stages, in_chs=in_chs, num_classes=num_classes)
+
+
+def _references(settings: SearchSettings, meter: CostMeter, space: SearchSpace, in_chs: int,
+                num_classes: int) -> tuple[float, float]:
+    """Fixed hypervolume references: the constraint when set, else 2x the cost of a large candidate."""
+    c = settings.constraints
+    if c.max_macs is not None and c.max_latency_ms is not None:
+        return float(c.max_macs), float(c.max_latency_ms)
+    big = meter.measure(_largest_arch(space, in_chs, num_classes))
+    macs_ref = float(c.max_macs) if c.max_macs is not None else 2.0 * big["macs"]
+    lat_ref = float(c.max_latency_ms) if c.max_latency_ms is not None else 2.0 * big["latency_ms"]
+    return macs_ref, lat_ref
+
+
+def _resolve_train_device(name: str) -> str:
+    from cspnas.train import resolve_device
+
+    return str(resolve_device(name))
+
+
+# -- Ray --------------------------------------------------------------------------------------------
+
+def _start_ray(settings: SearchSettings) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we keep our own records
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # our searcher reads its own keys
+    import ray
+
+    # Tune's end-of-run analysis looks for per-trial logger files we disabled; it only warns.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return
+    kwargs = dict(configure_logging=True, logging_level=logging.WARNING, log_to_driver=False)
+    if settings.address:
+        try:
+            ray.init(address=settings.address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise CspnasError(f"cannot join the Ray cluster at {settings.address}: {str(e).splitlines()[0]}; "
+                              "check the address (ray status) or drop --address to run locally") from None
+    else:
+        # Local: bound to loopback, no dashboard; nothing listens beyond 127.0.0.1.
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
+
+
+# -- the search -------------------------------------------------------------------------------------
+
+def prepare_run(settings: SearchSettings) -> Path:
+    """Create RUN = results_dir/name; refuse to touch an existing one."""
+    run_dir = Path(settings.results_dir) / settings.name
+    if run_dir.exists():
+        raise CspnasError(f"{run_dir} already exists; continue it with `cspnas search --resume {run_dir}` "
+                          "or choose another --name")
+    return run_dir
+
+
+def run_search(settings: SearchSettings | None = None, *, resume: str | Path | None = None,
+               budget: int | None = None, live: bool | None = None) -> SearchOutcome:
+    t0 = time.monotonic()
+    if resume is not None:
+        run_dir = Path(resume)
+        config = read_config(run_dir)
+        settings = SearchSettings.from_dict(config["settings"])
+        if budget is not None:
+            settings = replace(settings, budget=budget)
+            config["settings"]["budget"] = budget
+        space = parse_space(config["space_yaml"], origin=f"{run_dir}/config.yaml:space_yaml")
+        if not (run_dir / "study.db").is_file():
+            raise CspnasError(f"{run_dir}: study.db is missing, nothing to resume; start a new run with another --name")
+    else:
+        assert settings is not None
+        space = load_space(settings.space)
+        run_dir = prepare_run(settings)
+        config = None
+
+    data = load_dataset(settings.dataset, settings.data_dir, val_fraction=settings.val_fraction,
+                        split_seed=settings.seed, train_subset=settings.train_subset)
+    train_device = _resolve_train_device(settings.device)
+    input_size = settings.latency_input_size or data.input_size
+    latency = LatencySettings(device=settings.latency_device, batch_size=settings.latency_batch_size,
+                              in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
+                              dtype=settings.latency_dtype, min_run_time_s=settings.latency_min_run_time_s)
+    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size)
+
+    created = False
+    if config is None:
+        run_dir.mkdir(parents=True)
+        created = True
+    try:
+        if config is None:
+            macs_ref, lat_ref = _references(settings, meter, space, data.in_chs, data.num_classes)
+            config = {
+                "cspnas_version": __version__, "created_at": dt.datetime.now().isoformat(timespec="seconds"),
+                "settings": settings.to_dict(), "space_yaml": space.source, "space_name": space.name,
+                "data": data.summary(), "num_classes": data.num_classes, "in_chs": data.in_chs,
+                "input_size": data.input_size, "train_device": train_device, "latency": latency.to_dict(),
+                "macs_ref": macs_ref, "latency_ref_ms": lat_ref,
+                "target_latency_ms": settings.constraints.max_latency_ms,
+                "max_macs": settings.constraints.max_macs, "max_params": settings.constraints.max_params,
+            }
+        _write_yaml_atomic(run_dir / "config.yaml", config)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}",
+                                             engine_kwargs={"connect_args": {"timeout": 60}})
+    except BaseException:
+        if created:  # nothing of value yet: don't leave a half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
+                                directions=["maximize", "minimize", "minimize"])
+    closed = interrupted_to_failed(study)
+    meter.remember(study)
+    started_done = count_final(study)
+    return _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed,
+                 started_done, live, t0)
+
+
+def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live, t0):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from cspnas.search.trainable import train_candidate
+
+    on_gpu = train_device.startswith("cuda")
+    threads = max(1, int(settings.cpus_per_trial))
+    train_cfg = {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
+                 "seed": settings.seed, "device": train_device}
+    data_spec = {"name": settings.dataset, "data_dir": settings.data_dir, "val_fraction": settings.val_fraction,
+                 "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False}
+
+    def trial_config(number: int, arch_json: str) -> dict[str, Any]:
+        return {"trial": number, "arch": arch_json, "run_dir": str(run_dir.resolve()), "data": data_spec,
+                "train": train_cfg, "keep_weights": settings.keep_weights != "none", "threads": threads}
+
+    progress = Progress(live=live, started_done=started_done)
+    state = {"front": None, "hv": 0.0, "trials": None, "last_write": 0.0}
+
+    def on_change() -> None:
+        trials, front, hv = write_tables(searcher.study, run_dir, config)
+        if _prune_weights(run_dir, trials, front, settings.keep_weights):
+            trials, front, hv = write_tables(searcher.study, run_dir, config)
+        state.update(front=front, hv=hv, trials=trials)
+        progress.update(_status(trials, front, hv, settings.budget, len(ctx.running), time.monotonic() - t0))
+
+    ctx = SearchContext(settings=settings, space=space, in_chs=data.in_chs, num_classes=data.num_classes,
+                        meter=meter, trial_config=trial_config, on_change=on_change)
+    searcher = CspOptunaSearch(ctx, sampler=make_sampler(settings.sampler, settings.seed), storage=storage,
+                               study_name=STUDY_NAME)
+    scheduler = None
+    if settings.scheduler == "asha":
+        scheduler = ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.epochs,
+                                  grace_period=1, reduction_factor=2)
+    resources = {"cpu": settings.cpus_per_trial}
+    if on_gpu:
+        resources["gpu"] = settings.gpus_per_trial or 1.0 / settings.concurrency
+    _start_ray(settings)
+    with progress:
+        if closed:
+            progress.log(f"resume: trial(s) {closed} were interrupted; their architectures are re-queued")
+        on_change()
+        if count_final(searcher.study) < settings.budget:
+            tuner = tune.Tuner(
+                tune.with_resources(train_candidate, resources),
+                tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, settings.concurrency),
+                                            scheduler=scheduler, num_samples=-1, reuse_actors=True),
+                run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / ".ray").resolve()), verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=1)),
+            )
+            tuner.fit()
+        on_change()
+    trials, front, hv = state["trials"], state["front"], state["hv"]
+    return SearchOutcome(run_dir=run_dir, trials=trials, front=front, hypervolume=hv,
+                         wall_seconds=time.monotonic() - t0)
+
+
+def _status(trials, front, hv, budget, running, elapsed) -> Status:
+    states = trials["state"].value_counts().to_dict() if len(trials) else {}
+    complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
+    done = sum(states.get(k, 0) for k in ("complete", "infeasible", "pruned", "failed"))
+    return Status(done=done, budget=budget, running=running, infeasible=states.get("infeasible", 0),
+                  failed=states.get("failed", 0), pruned=states.get("pruned", 0),
+                  best_accuracy=float(max(complete)) if len(complete) else None, front_size=len(front),
+                  hypervolume=hv, elapsed_s=elapsed)
+
+
+def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:
+    """Keep weights of front members only (unless --keep-weights all), so disks don't fill up."""
+    if keep == "all" or trials is None or not len(trials):
+        return False
+    keep_paths = set(front["weights"].dropna()) if keep == "front" and len(front) else set()
+    finished = trials[trials["state"].isin(["complete", "pruned", "failed"])]
+    pruned = False
+    for rel in set(finished["weights"].dropna()) - keep_paths - {""}:
+        (run_dir / rel).unlink(missing_ok=True)
+        pruned = True
+    return pruned

@@ -1,0 +1,102 @@
+"""Search settings: everything needed to rerun a search, recorded as the run's config.yaml."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from cspnas.errors import CspnasError
+
+SAMPLERS = ("tpe", "nsga2", "random", "qmc")
+SCHEDULERS = ("none", "asha")
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Hard limits; a candidate that breaks one is recorded as infeasible and never trained."""
+
+    max_latency_ms: float | None = None
+    max_macs: int | None = None
+    max_params: int | None = None
+
+    def check(self, *, params: int, macs: int, latency_ms: float | None) -> tuple[dict[str, float], list[str]]:
+        """Optuna constraint values (<= 0 is feasible, relative excess otherwise) and readable violations."""
+        values: dict[str, float] = {}
+        violations: list[str] = []
+        for key, limit, value, fmt in (
+            ("latency", self.max_latency_ms, latency_ms, lambda v: f"{v:.3g}ms"),
+            ("macs", self.max_macs, macs, lambda v: f"{v / 1e6:.4g}M"),
+            ("params", self.max_params, params, lambda v: f"{v / 1e6:.4g}M"),
+        ):
+            if limit is None or value is None:
+                continue
+            values[key] = value / limit - 1.0  # relative, so different units weigh alike
+            if value > limit:
+                violations.append(f"{key} {fmt(value)} > {fmt(limit)}")
+        return values, violations
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    name: str
+    results_dir: str = "results"
+    space: str = "default"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    train_subset: int | None = None
+    budget: int = 50
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.2
+    concurrency: int = 2
+    sampler: str = "tpe"
+    scheduler: str = "none"
+    seed: int = 0
+    device: str = "auto"  # training device
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: 1 / concurrency when training on CUDA
+    constraints: Constraints = field(default_factory=Constraints)
+    latency_device: str = "cpu"
+    latency_batch_size: int = 1
+    latency_threads: int = 1
+    latency_dtype: str = "float32"
+    latency_input_size: int | None = None  # None: the data set's image size
+    latency_min_run_time_s: float = 0.1
+    keep_weights: str = "front"  # front | all | none
+    address: str | None = None  # join an existing Ray cluster instead of starting a local one
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
+            (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),
+            (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
+            (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
+            (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
+            (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+             f"--name must be a plain directory name, got {self.name!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise CspnasError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["constraints"] = asdict(self.constraints)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SearchSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CspnasError(f"config.yaml: unknown setting(s) {unknown}; was it written by another cspnas version?")
+        d = dict(d)
+        d["constraints"] = Constraints(**(d.get("constraints") or {}))
+        return cls(**d)

@@ -67,16 +67,34 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return config
 
 
+def open_storage(path: Path) -> optuna.storages.RDBStorage:
+    """The study's SQLite storage in WAL mode: every Optuna write is a commit, and with the
+    default rollback journal each one costs an fsync (~15 ms here); WAL + synchronous=NORMAL
+    stays consistent across a killed process and makes writes ~10x cheaper."""
+    import sqlalchemy
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}",
+                                         engine_kwargs={"connect_args": {"timeout": 60}})
+
+    def on_connect(conn, _record) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    sqlalchemy.event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # reconnect so the pragmas apply to every connection
+    return storage
+
+
 # -- sampler, data, references ---------------------------------------------------------------------
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=10, warn_independent_sampling=False)
+                                          n_startup_trials=10)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.QMCSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -191,8 +209,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                 "max_macs": settings.constraints.max_macs, "max_params": settings.constraints.max_params,
             }
         _write_yaml_atomic(run_dir / "config.yaml", config)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}",
-                                             engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = open_storage(run_dir / "study.db")
     except BaseException:
         if created:  # nothing of value yet: don't leave a half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)

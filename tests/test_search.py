@@ -1,0 +1,156 @@
+"""The main job through the real Ray Tune and the real Optuna SQLite storage (CI-sized)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from cspnas.results.pareto import compute_front, default_objectives
+from cspnas.search.runner import open_storage, run_search
+from cspnas.search.settings import Constraints, SearchSettings
+
+FINAL = {"complete", "infeasible", "pruned", "failed"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def settings(tmp_path, name, **kw) -> SearchSettings:
+    base = dict(name=name, results_dir=str(tmp_path), budget=6, epochs=1, concurrency=2, device="cpu",
+                latency_min_run_time_s=0.05)
+    base.update(kw)
+    return SearchSettings(**base)
+
+
+def load(run: Path):
+    trials = pd.read_csv(run / "trials.csv")
+    front = pd.read_csv(run / "pareto.csv")
+    study = optuna.load_study(study_name="cspnas", storage=open_storage(run / "study.db"))
+    return trials, front, study
+
+
+def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
+    limits = Constraints(max_params=150_000, max_latency_ms=50.0)
+    out = run_search(settings(tmp_path, "ci", budget=8, constraints=limits, sampler="random"), live=False)
+    run = out.run_dir
+    trials, front, study = load(run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["settings"]["budget"] == 8 and config["max_params"] == 150_000
+
+    # exactly the budget, all final; the table is the study
+    assert len(trials) == 8 and set(trials["state"]) <= FINAL
+    assert sorted(trials["trial"]) == sorted(t.number for t in study.trials)
+
+    infeasible = trials[trials["state"] == "infeasible"]
+    assert len(infeasible) > 0, "the params limit should reject some of the default space"
+    assert (infeasible["params"] > 150_000).all() | (infeasible["latency_ms"] > 50.0).all()
+    assert infeasible["accuracy"].isna().all() and (infeasible["epochs_done"] == 0).all()
+    assert infeasible["violations"].str.contains("params|latency").all()
+    # constraint values reached Optuna before tell: positive exactly for the infeasible trials
+    state = dict(zip(trials["trial"], trials["state"]))
+    for t in study.trials:
+        assert set(t.constraints) == {"params", "latency"}, t.number
+        assert (max(t.constraints.values()) > 0) == (state[t.number] == "infeasible"), t.number
+    feasible_optuna = {t.number for t in study.best_trials}
+    assert feasible_optuna <= set(trials.loc[trials["state"] == "complete", "trial"])
+
+    # front: feasible, full fidelity, non-dominated, and equal to a recomputation
+    assert len(front) >= 1
+    assert (front["params"] <= 150_000).all() and (front["latency_ms"] <= 50.0).all()
+    complete = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
+    recomputed = compute_front(complete, default_objectives(macs_ref=config["macs_ref"],
+                                                            latency_ref_ms=config["latency_ref_ms"]))
+    assert sorted(recomputed.table["trial"]) == sorted(front["trial"])
+    assert out.hypervolume == pytest.approx(recomputed.hypervolume)
+    assert front["knee"].sum() == 1
+
+    # accuracies are real per-epoch validation results; weights kept for front members only
+    for _, r in complete.iterrows():
+        hist = json.loads(r["val_acc_per_epoch"])
+        assert len(hist) == 1 and hist[-1] == pytest.approx(r["accuracy"]) and 0 <= r["accuracy"] <= 1
+    kept = {p.name for p in (run / "weights").glob("*.safetensors")}
+    assert kept == {f"trial-{t}.safetensors" for t in front["trial"]}
+    # hypervolume recorded after every full-fidelity trial, never decreasing in completion order
+    hv = complete.sort_values("completed_at")["hypervolume"].to_numpy()
+    assert np.all(np.diff(hv) >= -1e-12) and hv[-1] == pytest.approx(out.hypervolume)
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    from cspnas.errors import CspnasError
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("precious")
+    with pytest.raises(CspnasError, match="already exists"):
+        run_search(settings(tmp_path, "taken"), live=False)
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "precious"
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    out = run_search(settings(tmp_path, "diverge", budget=3, lr=1e12), live=False)
+    trials, front, study = load(out.run_dir)
+    assert len(trials) == 3
+    failed = trials[trials["state"] == "failed"]
+    assert len(failed) == 3 and failed["failure_reason"].str.contains("diverged").all()
+    assert front.empty
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+
+
+def test_asha_stopped_trials_are_pruned_not_on_the_front(tmp_path):
+    out = run_search(settings(tmp_path, "asha", budget=6, epochs=3, scheduler="asha", sampler="random"), live=False)
+    trials, front, study = load(out.run_dir)
+    assert len(trials) == 6 and set(trials["state"]) <= FINAL
+    pruned = trials[trials["state"] == "pruned"]
+    assert (pruned["fidelity"] < 1).all() and pruned["accuracy"].isna().all()
+    assert set(front["trial"]) <= set(trials.loc[(trials["state"] == "complete") & (trials["fidelity"] == 1), "trial"])
+    by_number = {t.number: t for t in study.trials}
+    for n in pruned["trial"]:
+        assert by_number[n].state == optuna.trial.TrialState.PRUNED
+
+
+def test_resume_after_kill_finishes_budget_without_retraining(tmp_path):
+    """SIGKILL the driver mid-search, then --resume: exactly the budget, finished trials untouched."""
+    cmd = [sys.executable, "-m", "cspnas.cli", "search", "--budget", "6", "--epochs", "2", "--name", "killed",
+           "--results-dir", str(tmp_path), "--device", "cpu", "--sampler", "random", "--no-dashboard"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = tmp_path / "killed"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if (run / "trials.csv").exists():
+                t = pd.read_csv(run / "trials.csv")
+                if (t["state"] == "complete").sum() >= 2:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("search made no progress before the kill")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # driver and its Ray workers, no clean-up
+        proc.wait()
+    before = pd.read_csv(run / "trials.csv")
+    done_before = before[before["state"].isin(FINAL)].set_index("trial")
+
+    out = run_search(resume=run, live=False)
+    trials, front, study = load(run)
+    final = trials[trials["state"].isin(FINAL)]
+    assert len(final) == 6, trials[["trial", "state"]]
+    assert set(trials["state"]) <= FINAL | {"interrupted"}
+    for n, row in done_before.iterrows():  # finished trials were neither lost nor retrained
+        now = trials.set_index("trial").loc[n]
+        assert now["state"] == row["state"] and now["completed_at"] == row["completed_at"]
+        if row["state"] == "complete":
+            assert now["accuracy"] == row["accuracy"]
+    assert sorted(front["trial"]) == sorted(out.front["trial"])

@@ -250,6 +250,7 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
         if _prune_weights(run_dir, trials, front, settings.keep_weights):
             trials, front, hv = write_tables(searcher.study, run_dir, config)
         state.update(front=front, hv=hv, trials=trials)
+        _refresh_dashboard(run_dir, trials, state)
         progress.update(_status(trials, front, hv, settings.budget, len(ctx.running), time.monotonic() - t0))
 
     ctx = SearchContext(settings=settings, space=space, in_chs=data.in_chs, num_classes=data.num_classes,
@@ -281,6 +282,19 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
     trials, front, hv = state["trials"], state["front"], state["hv"]
     return SearchOutcome(run_dir=run_dir, trials=trials, front=front, hypervolume=hv,
                          wall_seconds=time.monotonic() - t0)
+
+
+def _refresh_dashboard(run_dir: Path, trials, state: dict, every_s: float = 15.0) -> None:
+    """Keep RUN/dashboard.html current while searching (cheap version: no importance fit)."""
+    if not len(trials) or time.monotonic() - state["last_write"] < every_s:
+        return
+    state["last_write"] = time.monotonic()
+    from cspnas.results.dashboard import write_dashboard
+
+    try:
+        write_dashboard(run_dir, importance=False)
+    except Exception as e:  # a plotting problem must never stop a search
+        log.warning("dashboard refresh failed: %s", e)
 
 
 def _status(trials, front, hv, budget, running, elapsed) -> Status:

@@ -1,0 +1,61 @@
+"""`cspnas train ARCH.json --dataset D --epochs N`: train one architecture fully and test it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cspnas.errors import CspnasError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train one architecture (e.g. an exported arch.json) and test it")
+    p.add_argument("arch", metavar="ARCH.json|PRESET",
+                   help="architecture file (its num_classes/in_chs are replaced by the data set's)")
+    p.add_argument("--dataset", default=None, help="data set name, e.g. digits, cifar10, mnist, folder")
+    p.add_argument("--data-dir", default=None, metavar="PATH", help="where the data set's files are")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (the LR schedule spans all of them)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default trained/<arch>-<dataset>); must be new or empty unless --resume")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (same settings)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default 128)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.2)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the initial weights, data order and augmentation (default 0)")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from cspnas.train.full import FullTrainSettings, saved_settings, train_full
+
+    defaults = {"batch_size": 128, "lr": 0.2, "seed": 0}
+    given = {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "seed": args.seed}
+    out = Path(args.out) if args.out else _default_out(args.arch, args.dataset)
+    # a resume takes whatever was not given on the command line from the saved settings
+    saved = saved_settings(out) if args.resume else {}
+    values = {k: v if v is not None else saved.get(k, defaults.get(k)) for k, v in given.items()}
+    for key in ("dataset", "epochs"):
+        if values[key] is None:
+            raise CspnasError(f"--{key} is required (e.g. --dataset digits --epochs 30)")
+    settings = FullTrainSettings(**values)
+    print(f"training {args.arch} on {settings.dataset} for {settings.epochs} epoch(s) into {out}"
+          + (" (resuming)" if args.resume else ""))
+
+    def report(epoch) -> None:
+        print(f"epoch {epoch.epoch}/{settings.epochs}: loss {epoch.train_loss:.4f}, "
+              f"val acc {100 * epoch.val_acc:.2f}%, {epoch.seconds:.1f} s", flush=True)
+
+    result = train_full(args.arch, out, settings, data_dir=args.data_dir, device=args.device, resume=args.resume,
+                        on_epoch=report)
+    m = result.metrics
+    test = "no test split" if m["test_acc"] is None else f"test acc {100 * m['test_acc']:.2f}%"
+    print(f"{test}, final val acc {100 * m['final_val_acc']:.2f}% after {m['epochs_done']} epoch(s); "
+          f"wrote weights.safetensors, metrics.json, arch.json to {result.out}")
+    return 0
+
+
+def _default_out(arch: str, dataset: str | None) -> Path:
+    stem = Path(arch).stem if arch.lower().endswith(".json") else arch
+    if stem == "arch":  # exports are all called arch.json: name it after their folder instead
+        stem = Path(arch).resolve().parent.name or stem
+    return Path("trained") / f"{stem}-{dataset or 'data'}"

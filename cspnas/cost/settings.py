@@ -1,0 +1,88 @@
+"""Measurement settings: every latency/memory number is stored next to one of these."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from cspnas.errors import CspnasError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How a model is run when timed: the "deployed" setting, not the training one.
+
+    The model is deep-copied, cast to ``dtype`` (weights and input alike, no autocast),
+    optionally converted to channels_last, moved to ``device`` and run in eval +
+    inference mode on a batch of ``batch_size`` x ``in_chs`` x ``input_size``².
+    ``threads`` is the torch intra-op thread count during timing (restored afterwards).
+    """
+
+    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
+    batch_size: int = 1
+    in_chs: int = 3
+    input_size: int = 32  # square input, H = W
+    threads: int = 1  # torch intra-op threads while timing (1: stable on shared machines)
+    dtype: str = "float32"  # "float32" | "bfloat16" | "float16" (cuda only)
+    channels_last: bool = False
+    min_run_time_s: float = 0.2  # timing budget; at least 4 timed blocks are taken anyway
+    warmup: int = 3  # untimed calls first; one is always made, to fail fast on a bad input
+
+    def __post_init__(self) -> None:
+        # Static checks only; whether a GPU is visible is checked when measuring,
+        # so settings can be built and stored on a CPU-only machine.
+        match = _DEVICE_RE.match(self.device) if isinstance(self.device, str) else None
+        if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
+            raise CspnasError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'")
+        for name in ("batch_size", "in_chs", "input_size", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CspnasError(f"latency setting {name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise CspnasError(f"latency setting warmup must be an integer >= 0, got {self.warmup!r}")
+        if not isinstance(self.min_run_time_s, (int, float)) or not self.min_run_time_s > 0:
+            raise CspnasError(f"latency setting min_run_time_s must be > 0 seconds, got {self.min_run_time_s!r}")
+        if self.dtype not in _DTYPES:
+            raise CspnasError(f"unknown dtype {self.dtype!r}; use one of {', '.join(_DTYPES)}")
+        if self.dtype == "float16" and self.device == "cpu":
+            raise CspnasError("float16 latency is only supported on cuda; use --dtype bfloat16 or float32 on cpu")
+        if not isinstance(self.channels_last, bool):
+            raise CspnasError(f"latency setting channels_last must be true or false, got {self.channels_last!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.batch_size, self.in_chs, self.input_size, self.input_size)
+
+    def torch_device(self) -> torch.device:
+        """The device to run on; raises CspnasError if it is not visible on this machine."""
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise CspnasError("cuda requested but no GPU is visible; use --device cpu")
+            index = int(self.device.partition(":")[2] or torch.cuda.current_device())
+            if index >= torch.cuda.device_count():
+                raise CspnasError(
+                    f"device {self.device} requested but only {torch.cuda.device_count()} GPU(s) are visible; "
+                    "use a lower index"
+                )
+            return torch.device("cuda", index)
+        return torch.device("cpu")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LatencySettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CspnasError(f"unknown latency setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)

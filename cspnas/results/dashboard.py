@@ -1,0 +1,139 @@
+"""Write RUN/dashboard.html: one self-contained page (plotly.js embedded) with every plot of a run."""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+import tempfile
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from cspnas.errors import CspnasError
+from cspnas.results import figures
+from cspnas.results.importance import param_importances
+from cspnas.results.report import front_table, run_totals, totals_line
+from cspnas.results.rundir import Run, load_run
+from cspnas.units import format_count, format_duration_ms
+
+DASHBOARD_NAME = "dashboard.html"
+# While trials are running the page reloads itself, so it follows the search the writer refreshes.
+RELOAD_SECONDS = 30
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+STYLE = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px; color: #222; }
+h1 { margin-bottom: 4px; } .meta { color: #555; margin: 2px 0; }
+section { margin: 28px 0; } .note { color: #8a6d00; background: #fff8e1; padding: 8px 12px; border-radius: 4px; }
+table { border-collapse: collapse; font-size: 14px; } td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; }
+th { text-align: left; background: #f4f6f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+
+def write_dashboard(run_path: str | Path, *, importance: bool = True) -> Path:
+    """Render the dashboard of the run at `run_path` and atomically replace RUN/dashboard.html; returns its path.
+
+    importance=False skips the fANOVA fit (about a second), e.g. for refreshes during a search.
+    """
+    run = load_run(run_path)
+    page = render_dashboard(run, importance=importance)
+    target = run.path / DASHBOARD_NAME
+    _atomic_write(target, page)
+    return target
+
+
+def render_dashboard(run: Run, *, importance: bool = True) -> str:
+    pts = figures.split_points(run)
+    sections: list[str] = [_header(run), _front_html(run)]
+    sections.append(_section("Accuracy vs latency", figures.tradeoff_figure(run, pts, "latency_ms"),
+                             _empty_note(pts)))
+    sections.append(_section("Accuracy vs MACs", figures.tradeoff_figure(run, pts, "macs"), _empty_note(pts)))
+    sections.append(_section("The CSP question", figures.csp_figure(pts), "no complete trial yet"))
+    sections.append(_section("Accuracy, MACs and latency in 3-D", figures.scatter3d_figure(pts), _empty_note(pts)))
+    sections.append(_section("Hypervolume", figures.hypervolume_figure(run), "no trial has completed yet"))
+    sections.append(_section("Design knobs", figures.knobs_figure(run, pts),
+                             "no sampled knobs (p. columns) or no complete trial yet"))
+    if importance:
+        imp = param_importances(run.path / "study.db", run.name)
+        fig = figures.importance_figure(imp.values, imp.trials) if imp.values else None
+        sections.append(_section("Knob importance", fig, imp.note))
+    running = (run.trials["state"] == "running").any()
+    reload = f'<meta http-equiv="refresh" content="{RELOAD_SECONDS}">' if running else ""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>cspnas: {html.escape(run.name)}</title>{reload}<style>{STYLE}</style>"
+        # plotly.js inline (what include_plotlyjs=True does), once for all plots: works offline
+        f"<script type=\"text/javascript\">{get_plotlyjs()}</script></head>\n<body>\n"
+        + "\n".join(sections) + "\n</body></html>\n"
+    )
+
+
+def _header(run: Run) -> str:
+    c, s = run.config, run.setting
+    lat = c.get("latency") or {}
+    limits = []
+    if s("target_latency_ms") is not None:
+        limits.append(f"target latency {format_duration_ms(float(s('target_latency_ms')))}")
+    for key, what in (("max_macs", "MACs"), ("max_params", "params")):
+        if s(key) is not None:
+            limits.append(f"max {format_count(float(s(key)))} {what}")
+    lines = [
+        f"data set {s('dataset', '?')}, {s('epochs', '?')} epochs per trial, budget {s('budget', '?')}, "
+        f"sampler {s('sampler', '?')}, seed {s('seed', '?')}",
+        "constraints: " + (", ".join(limits) or "none"),
+        f"latency measured on {lat.get('device', '?')}, batch {lat.get('batch_size', '?')}, "
+        f"{lat.get('threads', '?')} thread(s), {lat.get('dtype', '?')}, input "
+        f"{lat.get('in_chs', '?')}x{lat.get('input_size', '?')}x{lat.get('input_size', '?')}",
+        totals_line(run_totals(run)),
+        f"generated {dt.datetime.now().astimezone().isoformat(timespec='seconds')} from {run.path}",
+    ]
+    return (f"<header><h1>cspnas run {html.escape(run.name)}</h1>"
+            + "".join(f"<p class=\"meta\">{html.escape(line)}</p>" for line in lines) + "</header>")
+
+
+def _front_html(run: Run) -> str:
+    front = front_table(run, "accuracy")
+    if front.empty:
+        return "<section><h2>Pareto front</h2><p class=\"note\">no feasible complete trial yet</p></section>"
+    rows = []
+    for r in front.itertuples(index=False):
+        cells = [str(r.trial), html.escape(str(r.arch_summary)),
+                 "-" if r.accuracy != r.accuracy else f"{100 * r.accuracy:.2f}%", format_count(r.macs),
+                 format_count(r.params), f"{format_duration_ms(r.latency_ms)} ± {format_duration_ms(r.latency_iqr_ms)}",
+                 "&#9670; knee" if r.knee else ""]
+        numeric = ' class="num"'
+        rows.append("<tr>" + "".join(
+            f"<td{'' if i in (1, 6) else numeric}>{c}</td>" for i, c in enumerate(cells)) + "</tr>")
+    headers = ("trial", "architecture", "accuracy", "MACs", "params", "latency ± IQR", "")
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    return f"<section><h2>Pareto front</h2><table><tr>{head}</tr>{''.join(rows)}</table></section>"
+
+
+def _section(title: str, fig: go.Figure | None, note: str) -> str:
+    if fig is None:
+        return f"<section><h2>{html.escape(title)}</h2><p class=\"note\">{html.escape(note)}</p></section>"
+    div = fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)
+    return f"<section><h2>{html.escape(title)}</h2>{div}</section>"
+
+
+def _empty_note(pts: figures.Points) -> str:
+    return "" if len(pts.complete) else "no complete trial yet"
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    """Write next to the target and rename over it: a reader never sees half a page."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CspnasError(f"cannot write {target} ({e.strerror}); check the run directory's permissions") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is meant to be shared
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,286 @@
+"""Export one trial of a run (picked from the Pareto front) as arch.json, weights, TorchScript, ONNX and MODEL.md.
+
+Everything is written into a temporary sibling of --out and renamed into place only after
+the exported models were checked against PyTorch, so an error leaves nothing behind.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cspnas.errors import CspnasError
+from cspnas.results.pareto import default_objectives, knee_index, normalize
+from cspnas.results.rundir import Run
+from cspnas.space.arch import ArchConfig
+from cspnas.units import format_duration_ms
+
+FORMATS = ("json", "onnx", "torchscript", "safetensors")
+PICKS = ("knee", "best", "fastest", "smallest")
+ONNX_OPSET = 17
+TOLERANCE = 1e-4  # max abs difference allowed between an exported model and PyTorch (float32)
+CHECK_BATCH = 2  # not the export batch (1), so the dynamic batch axis is exercised too
+
+FILE_NAMES = {"json": "arch.json", "safetensors": "weights.safetensors", "torchscript": "model.ts",
+              "onnx": "model.onnx"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """How closely an exported model reproduces PyTorch on random inputs."""
+
+    format: str
+    max_abs_diff: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff < TOLERANCE
+
+
+@dataclass(frozen=True)
+class Exported:
+    trial: int
+    pick: str
+    out: Path
+    files: tuple[str, ...]
+    checks: tuple[Check, ...]
+    weights_kept: bool
+
+
+# ---------------------------------------------------------------- choosing the trial
+
+
+def parse_formats(text: str | None) -> tuple[str, ...]:
+    """'json,onnx' -> ('json', 'onnx'); None -> every format."""
+    if text is None:
+        return FORMATS
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise CspnasError(f"unknown export format {', '.join(unknown) or repr(text)}; "
+                          f"use a comma list of {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(names))  # de-duplicated, in the user's order
+
+
+def pick_trial(run: Run, pick: str, max_latency_ms: float | None = None) -> pd.Series:
+    """The trials.csv row chosen by `pick` (knee|best|fastest|smallest|trial:N) within the latency limit."""
+    pick = pick.strip().lower()
+    match = re.fullmatch(r"trial:(\d+)", pick)
+    if match:
+        row = _complete_trial(run, int(match.group(1)))
+        if max_latency_ms is not None and not row["latency_ms"] <= max_latency_ms:
+            raise CspnasError(f"trial {row['trial']} takes {format_duration_ms(row['latency_ms'])}, over --max-latency "
+                              f"{format_duration_ms(max_latency_ms)}; raise the limit or drop it")
+        return row
+    if pick not in PICKS:
+        raise CspnasError(f"unknown --pick {pick!r}; use one of {', '.join(PICKS)} or trial:N")
+    front = run.front
+    if front.empty:
+        raise CspnasError(f"run {run.name} has no feasible complete trial to export; let the search run longer "
+                          "or relax its constraints")
+    if max_latency_ms is not None:
+        within = front[front["latency_ms"] <= max_latency_ms]
+        if within.empty:
+            fastest = front.loc[front["latency_ms"].idxmin()]
+            raise CspnasError(f"no Pareto-front trial runs within --max-latency {format_duration_ms(max_latency_ms)}; "
+                              f"the fastest is trial {fastest['trial']} at {format_duration_ms(fastest['latency_ms'])}")
+        front = within
+    chosen = _choose(run, front, pick)
+    return _complete_trial(run, int(chosen["trial"]))
+
+
+def _choose(run: Run, front: pd.DataFrame, pick: str) -> pd.Series:
+    # ties: the better other objectives, then the lower trial number (stable)
+    if pick == "best":
+        order = front.sort_values(["accuracy", "latency_ms", "trial"], ascending=[False, True, True])
+    elif pick == "fastest":
+        order = front.sort_values(["latency_ms", "accuracy", "trial"], ascending=[True, False, True])
+    elif pick == "smallest":
+        order = front.sort_values(["macs", "accuracy", "trial"], ascending=[True, False, True])
+    else:
+        knees = front[front["knee"]]
+        if len(knees):
+            return knees.iloc[0]
+        # the front's knee was filtered out: the knee of what is left, by the same rule and refs
+        objectives = default_objectives(
+            macs_ref=_ref(run, "macs_ref", "max_macs", front["macs"]),
+            latency_ref_ms=_ref(run, "latency_ref_ms", "target_latency_ms", front["latency_ms"]))
+        pts = normalize(front[["accuracy", "macs", "latency_ms"]].to_numpy(dtype=float), objectives)
+        return front.iloc[knee_index(pts)]
+    return order.iloc[0]
+
+
+def _ref(run: Run, key: str, fallback: str, values: pd.Series) -> float:
+    for k in (key, fallback):
+        v = run.setting(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
+            return float(v)
+    return float(values.max()) * 2.0  # no configured ref: any ref above every point keeps the ranking sane
+
+
+def _complete_trial(run: Run, number: int) -> pd.Series:
+    row = run.trial(number)
+    if row is None:
+        raise CspnasError(f"trial {number} does not exist in run {run.name} "
+                          f"(trials {run.trials['trial'].min()}..{run.trials['trial'].max()})")
+    if row["state"] != "complete" or pd.isna(row["accuracy"]):
+        raise CspnasError(f"trial {number} of run {run.name} is {row['state']}, not complete; "
+                          "pick a complete trial (see `cspnas report`)")
+    return row
+
+
+# ---------------------------------------------------------------- writing
+
+
+def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tuple[str, ...] = FORMATS,
+                 max_latency_ms: float | None = None) -> Exported:
+    """Pick a trial and export it into the new or empty directory `out` (never overwrites)."""
+    out = Path(out).expanduser()
+    _check_out(out)
+    row = pick_trial(run, pick, max_latency_ms)
+    trial = int(row["trial"])
+    arch = _arch(row)
+    weights = run.weights_path(row)
+    if weights is None and set(formats) != {"json"}:
+        raise CspnasError(f"trial {trial} kept no weights (a search keeps them only for Pareto-front members); "
+                          f"export its architecture with --format json and train it with `cspnas train`")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    except OSError as e:
+        raise CspnasError(f"cannot create --out {out} ({e.strerror}); choose a writable directory") from None
+    try:
+        files, checks = _write_all(run, row, arch, weights, formats, tmp)
+        from cspnas.results.model_card import model_card
+
+        (tmp / "MODEL.md").write_text(model_card(run, row, arch, pick, files, checks, weights is not None))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
+        if out.exists():
+            out.rmdir()  # _check_out made sure it is empty
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Exported(trial=trial, pick=pick, out=out, files=tuple(files) + ("MODEL.md",), checks=tuple(checks),
+                    weights_kept=weights is not None)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CspnasError(f"--out {out} is a file; pass a new directory, e.g. {out.with_suffix('')}-export")
+    if out.is_dir() and any(out.iterdir()):
+        raise CspnasError(f"--out {out} already exists and is not empty; nothing was written, pass a new directory "
+                          f"such as {out.parent / (out.name + '-2')}")
+
+
+def _arch(row: pd.Series) -> ArchConfig:
+    text = row.get("arch_json")
+    if not isinstance(text, str) or not text.strip():
+        raise CspnasError(f"trial {row['trial']} has no arch_json in trials.csv; the run directory is damaged")
+    return ArchConfig.from_json(text)
+
+
+def input_shape(run: Run, arch: ArchConfig, batch: int = 1) -> tuple[int, int, int, int]:
+    """NCHW input the search measured with (config input_size/in_chs, else its latency settings)."""
+    lat = run.config.get("latency") or {}
+    size = run.config.get("input_size") or lat.get("input_size") or 32
+    return (batch, arch.in_chs, int(size), int(size))
+
+
+def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None, formats: tuple[str, ...],
+               tmp: Path) -> tuple[list[str], list[Check]]:
+    from cspnas.models import build_model
+
+    files, checks = [], []
+    (tmp / FILE_NAMES["json"]).write_text(arch.to_json() + "\n")
+    files.append(FILE_NAMES["json"])
+    if set(formats) == {"json"}:
+        return files, checks
+    model = build_model(arch).eval()
+    _load_weights(model, weights, int(row["trial"]))
+    example = torch.zeros(input_shape(run, arch))
+    torch.manual_seed(0)
+    check_input = torch.randn(input_shape(run, arch, CHECK_BATCH))
+    with torch.no_grad():
+        expected = model(check_input).numpy()
+    if "safetensors" in formats:
+        shutil.copyfile(weights, tmp / FILE_NAMES["safetensors"])
+        files.append(FILE_NAMES["safetensors"])
+    if "torchscript" in formats:
+        path = tmp / FILE_NAMES["torchscript"]
+        _write_torchscript(model, example, path)
+        checks.append(Check("torchscript", _diff(_run_torchscript(path, check_input), expected)))
+        files.append(path.name)
+    if "onnx" in formats:
+        path = tmp / FILE_NAMES["onnx"]
+        _write_onnx(model, example, path)
+        checks.append(Check("onnx", _diff(_run_onnx(path, check_input), expected)))
+        files.append(path.name)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        worst = max(bad, key=lambda c: c.max_abs_diff)
+        raise CspnasError(f"the exported {worst.format} model differs from PyTorch by {worst.max_abs_diff:.2e} "
+                          f"(> {TOLERANCE:g}); nothing was written; please report this architecture")
+    return files, checks
+
+
+def _load_weights(model: torch.nn.Module, path: Path, trial: int) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a damaged file
+        raise CspnasError(f"{path}: unreadable weights of trial {trial} ({e}); the run directory is damaged") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CspnasError(f"{path}: weights do not fit trial {trial}'s architecture ({first})") from None
+
+
+def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    # trace, not script: CspNet has no data-dependent control flow, and tracing handles every block type
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # torch.jit deprecation notices
+        traced = torch.jit.trace(model, example)
+        traced.save(str(path))
+
+
+def _run_torchscript(path: Path, x: torch.Tensor) -> np.ndarray:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path)).eval()(x).numpy()
+
+
+def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles these convnets fully
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), opset_version=ONNX_OPSET, dynamo=False,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    import onnx
+
+    onnx.checker.check_model(str(path))
+
+
+def _run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x.numpy()})[0]
+
+
+def _diff(got: np.ndarray, expected: np.ndarray) -> float:
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))

@@ -1,0 +1,53 @@
+"""Design-knob importance for accuracy (Optuna fANOVA) from a run's study.db, or why there is none."""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+# fANOVA fits a random forest: fewer complete trials than this gives noise, not importance.
+MIN_TRIALS = 2
+
+
+@dataclass(frozen=True)
+class Importance:
+    """Importance (sums to 1) per knob, best first; empty with a `note` when it cannot be computed."""
+
+    values: dict[str, float]
+    note: str = ""
+    trials: int = 0
+
+
+def param_importances(study_db: Path, study_name: str | None = None, seed: int = 0) -> Importance:
+    """fANOVA importance of each sampled knob for accuracy (objective 0) over the completed trials."""
+    if not study_db.is_file():
+        # never let sqlite create an empty database inside someone's run directory
+        return Importance({}, note=f"no {study_db.name} in the run directory")
+    import optuna  # heavy; only the dashboard needs it
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{study_db.resolve()}"
+    try:
+        names = optuna.study.get_all_study_names(storage=storage)
+        if not names:
+            return Importance({}, note=f"{study_db.name} holds no study")
+        name = study_name if study_name in names else names[0]
+        study = optuna.load_study(study_name=name, storage=storage)
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(complete) < MIN_TRIALS:
+            return Importance({}, note=f"needs at least {MIN_TRIALS} completed trials, the study has {len(complete)}",
+                              trials=len(complete))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning etc.: not for the dashboard reader
+            values = optuna.importance.get_param_importances(
+                study, target=lambda t: t.values[0],
+                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed),
+            )
+    except Exception as e:  # noqa: BLE001 - any failure here must only cost the plot, not the dashboard
+        logging.getLogger(__name__).debug("parameter importance failed", exc_info=True)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return Importance({}, note=f"could not compute parameter importance: {first}")
+    if not values:
+        return Importance({}, note="no knob was sampled in every completed trial", trials=len(complete))
+    return Importance({k: float(v) for k, v in values.items()}, trials=len(complete))

@@ -154,12 +154,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for the conventional loop")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per loop (median is reported)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
     parser.add_argument("--smoke", action="store_true", help="tiny run: digits, 1 epoch, 1 repeat")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "train_throughput.json")
     args = parser.parse_args(argv)
     if args.smoke:
         args.dataset, args.data_dir, args.epochs, args.train_subset, args.repeats = "digits", None, 1, None, 1
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir, train_subset=args.train_subset)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device="cpu")
     load_before = os.getloadavg()[0]

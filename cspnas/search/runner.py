@@ -305,8 +305,14 @@ def _start_ray(settings: SearchSettings) -> None:
             raise CspnasError(f"cannot join the Ray cluster at {settings.address}: {str(e).splitlines()[0]}; "
                               "check the address (ray status) or drop --address to run locally") from None
     else:
-        # Local: bound to loopback, no dashboard; nothing listens beyond 127.0.0.1.
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
+        # Local: nothing may listen beyond loopback. Ray turns a 127.0.0.1 node address into
+        # the machine's external IP and then binds its gRPC servers to every interface,
+        # unless "cluster mode" is off, in which case it uses loopback and binds only there.
+        import ray._private.ray_constants as ray_constants
+
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **kwargs)
 
 
 # -- the search -------------------------------------------------------------------------------------

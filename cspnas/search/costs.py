@@ -1,8 +1,9 @@
 """A candidate's cost, measured once per architecture, before it is trained."""
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -14,19 +15,19 @@ from cspnas.search.gate import MeasureGate
 from cspnas.space import ArchConfig
 
 
+@dataclass
 class CostMeter:
     """Params, MACs (fvcore) and latency of an architecture, cached by arch hash.
 
-    Latency is measured inside the MeasureGate, i.e. with every training trial paused,
-    and params/MACs constraints are checked first by the caller's constraints only after
-    all three are known (all three are recorded for every candidate, feasible or not).
+    Latency is measured inside the MeasureGate, i.e. with every training trial paused
+    (gate None: nothing is training, e.g. before the search starts). All three numbers are
+    recorded for every candidate, feasible or not.
     """
 
-    def __init__(self, latency: LatencySettings, gate: MeasureGate, input_size: int):
-        self.latency = latency
-        self.gate = gate
-        self.input_size = input_size
-        self._cache: dict[str, dict[str, Any]] = {}
+    latency: LatencySettings
+    gate: MeasureGate | None
+    input_size: int
+    _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def remember(self, study: optuna.Study) -> None:
         """Seed the cache from a study's trials (resume): identical archs are never re-measured."""
@@ -48,7 +49,7 @@ class CostMeter:
         params = count_params(model)
         macs = count_macs(model, in_chs=arch.in_chs, input_size=self.input_size).total
         settings = replace(self.latency, in_chs=arch.in_chs, input_size=self.input_size)
-        with self.gate.exclusive():
+        with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
             lat = measure_latency(model, settings)
         return {"params": params, "macs": macs, "latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
                 "latency_runs": lat.runs, "latency_noisy": lat.noisy, "cost_seconds": time.perf_counter() - start}

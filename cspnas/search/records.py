@@ -15,13 +15,14 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from cspnas.search.faults import crash_point
 from cspnas.results.pareto import Objective, compute_front, default_objectives, hypervolume_curve
 
 TRIAL_COLUMNS = [
     "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
     "params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "feasible", "violations",
     "val_acc_per_epoch", "accuracy", "train_seconds", "cost_seconds", "started_at", "completed_at",
-    "failure_reason", "duplicate_of", "weights", "hypervolume",
+    "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
 ]
 PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", "accuracy", "macs", "params", "latency_ms",
                   "latency_iqr_ms", "knee", "weights"]
@@ -51,6 +52,7 @@ def trial_row(t: optuna.trial.FrozenTrial, run_dir: Path) -> dict[str, Any]:
         "started_at": t.datetime_start.isoformat() if t.datetime_start else None,
         "completed_at": t.datetime_complete.isoformat() if t.datetime_complete else None,
         "failure_reason": a.get("failure_reason", ""), "duplicate_of": a.get("duplicate_of"),
+        "node": a.get("node", ""),
         # weights of trials that left the front are deleted; the table says what is on disk
         "weights": a.get("weights", "") if a.get("weights") and (run_dir / a["weights"]).is_file() else "",
     }
@@ -101,5 +103,6 @@ def write_tables(study: optuna.Study, run_dir: Path, config: dict[str, Any]) -> 
     trials = trials_frame(study, config, run_dir)
     front, hv = pareto_frame(trials, config)
     write_csv_atomic(trials, run_dir / "trials.csv")
+    crash_point("between_tables")
     write_csv_atomic(front, run_dir / "pareto.csv")
     return trials, front, hv

@@ -23,10 +23,10 @@ from cspnas.cost import LatencySettings
 from cspnas.data import load_dataset
 from cspnas.errors import CspnasError
 from cspnas.search.costs import CostMeter
+from cspnas.search.faults import crash_point
 from cspnas.search.gate import MeasureGate
 from cspnas.search.progress import Progress, Status
 from cspnas.search.records import write_tables
-from cspnas.search.searcher import CspOptunaSearch, SearchContext, count_final, interrupted_to_failed
 from cspnas.search.settings import SearchSettings
 from cspnas.space import ArchConfig, StageConfig, StemConfig
 from cspnas.space.searchspace import IntRange, SearchSpace, load_space, parse_space
@@ -55,9 +55,11 @@ def _write_yaml_atomic(path: Path, data: dict) -> None:
 def read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     if not run_dir.is_dir():
-        raise CspnasError(f"{run_dir}: no such run directory")
+        raise CspnasError(f"{run_dir}: no such run directory; --resume takes the folder a search wrote, "
+                          "e.g. results/<name>")
     if not path.is_file():
-        raise CspnasError(f"{run_dir}: not a cspnas run (config.yaml is missing)")
+        raise CspnasError(f"{run_dir}: not a cspnas run (config.yaml is missing); --resume takes the folder a "
+                          "search wrote, e.g. results/<name>")
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
@@ -258,9 +260,12 @@ def _check_constraints_reachable(space: SearchSpace, settings: SearchSettings, m
             if c.max_latency_ms is None or (len(within) == 1 and latency_of(arch) <= c.max_latency_ms):
                 return
 
+    ms = c.max_latency_ms
+    latency_limit = (None if ms is None else f"{ms:.3g} ms" if ms >= 1 else f"{ms * 1e3:.3g} us" if ms >= 1e-3
+                     else f"{ms * 1e6:.3g} ns")
     limits = [f"--max-params {format_count(c.max_params)}" if c.max_params is not None else "",
               f"--max-macs {format_count(c.max_macs)}" if c.max_macs is not None else "",
-              f"--target-latency {c.max_latency_ms:.3g} ms" if c.max_latency_ms is not None else ""]
+              f"--target-latency {latency_limit}" if latency_limit is not None else ""]
     meets = " and ".join(x for x in limits if x)
     looked = f"{len(seen)} sampled architectures"
     if within:  # params/MACs can be met, latency can't: measure the cheapest few
@@ -278,7 +283,7 @@ def _check_constraints_reachable(space: SearchSpace, settings: SearchSettings, m
             arch = min(seen.values(), key=lambda t: t[1])[2]
             parts.append(f"{format_count(exact_macs(arch))} MACs")
         if c.max_latency_ms is not None:
-            parts.append(f"{format_duration_ms(latency_of(arch))}")
+            parts.append(f"{format_duration_ms(latency_of(arch))} for the one with the fewest MACs")
         found = f"fewest among {looked}: {', '.join(parts)}"
     raise CspnasError(f"no architecture in space '{space.name}' meets {meets} ({found}); "
                       "raise the limit or use a smaller space")
@@ -354,32 +359,25 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     latency = LatencySettings(device=settings.latency_device, batch_size=settings.latency_batch_size,
                               in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
                               dtype=settings.latency_dtype, min_run_time_s=settings.latency_min_run_time_s)
-    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size)
-    if config is None and preflight:  # a new run: refuse hopeless limits before any file or Ray exists
-        _check_constraints_reachable(space, settings, meter, data.in_chs, data.num_classes)
-
-    created = False
-    if config is None:
-        run_dir.mkdir(parents=True)
-        created = True
     try:
-        if config is None:
-            macs_ref, lat_ref = _references(settings, meter, space, data.in_chs, data.num_classes)
-            config = {
-                "cspnas_version": __version__, "created_at": dt.datetime.now().isoformat(timespec="seconds"),
-                "settings": settings.to_dict(), "space_yaml": space.source, "space_name": space.name,
-                "data": data.summary(), "num_classes": data.num_classes, "in_chs": data.in_chs,
-                "input_size": data.input_size, "train_device": train_device, "latency": latency.to_dict(),
-                "macs_ref": macs_ref, "latency_ref_ms": lat_ref,
-                "target_latency_ms": settings.constraints.max_latency_ms,
-                "max_macs": settings.constraints.max_macs, "max_params": settings.constraints.max_params,
-            }
-        _write_yaml_atomic(run_dir / "config.yaml", config)
-        storage = open_storage(run_dir / "study.db")
-    except BaseException:
-        if created:  # nothing of value yet: don't leave a half-made run behind
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        latency.torch_device()  # a GPU that isn't there fails now, not after the run directory exists
+    except CspnasError as e:
+        raise CspnasError(f"--latency-device {settings.latency_device}: {str(e).split(';')[0]}; "
+                          "measure on this machine's CPU with --latency-device cpu") from None
+    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size)
+    if config is None:
+        if preflight:  # refuse hopeless limits before any file or Ray exists
+            _check_constraints_reachable(space, settings, replace(meter, gate=None), data.in_chs, data.num_classes)
+        config = _new_config(settings, space, data, train_device, latency,
+                             _references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
+        _create_run_dir(run_dir, config)
+    else:
+        _write_yaml_atomic(run_dir / "config.yaml", config)  # records a raised --budget
+    crash_point("after_config")
+    storage = open_storage(run_dir / "study.db")
+    # imported here, not at the top: it pulls in Ray Tune (~1 s), which bad input never needs
+    from cspnas.search.searcher import count_final, interrupted_to_failed
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
                                 directions=["maximize", "minimize", "minimize"])
@@ -390,11 +388,43 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                  started_done, live, t0)
 
 
+def _new_config(settings: SearchSettings, space: SearchSpace, data, train_device: str, latency: LatencySettings,
+                refs: tuple[float, float]) -> dict[str, Any]:
+    return {
+        "cspnas_version": __version__, "created_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": settings.to_dict(), "space_yaml": space.source, "space_name": space.name,
+        "data": data.summary(), "num_classes": data.num_classes, "in_chs": data.in_chs,
+        "input_size": data.input_size, "train_device": train_device, "latency": latency.to_dict(),
+        "macs_ref": refs[0], "latency_ref_ms": refs[1],
+        "target_latency_ms": settings.constraints.max_latency_ms,
+        "max_macs": settings.constraints.max_macs, "max_params": settings.constraints.max_params,
+    }
+
+
+def _create_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
+    """RUN appears whole or not at all: config.yaml and an empty study are made in a hidden
+    staging folder that is renamed into place, so a crash never leaves a half-made run."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = run_dir.with_name(f".{run_dir.name}.creating-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _write_yaml_atomic(staging / "config.yaml", config)
+        storage = open_storage(staging / "study.db")
+        optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=["maximize", "minimize", "minimize"])
+        storage.engine.dispose()
+        os.rename(staging, run_dir)  # fails if RUN appeared meanwhile: never overwrite
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live, t0):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from cspnas.search.searcher import CspOptunaSearch, SearchContext, count_final
     from cspnas.search.trainable import train_candidate
 
     on_gpu = train_device.startswith("cuda")
@@ -444,6 +474,7 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
                                           failure_config=tune.FailureConfig(max_failures=1)),
             )
             tuner.fit()
+        crash_point("finishing")
         on_change()
     trials, front, hv = state["trials"], state["front"], state["hv"]
     return SearchOutcome(run_dir=run_dir, trials=trials, front=front, hypervolume=hv,

@@ -27,6 +27,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from cspnas.search.costs import CostMeter
+from cspnas.search.faults import crash_point
 from cspnas.search.settings import SearchSettings
 from cspnas.space.searchspace import SearchSpace
 
@@ -83,6 +84,7 @@ class CspOptunaSearch(OptunaSearch):
                 self._ot_trials[trial_id] = ot_trial
                 ctx.running[trial_id] = ot_trial.number
                 ctx.on_change()
+                crash_point("trial_started")
                 return config
 
     def _prepare(self, ot_trial: optuna.Trial) -> dict | None:
@@ -135,6 +137,7 @@ class CspOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         else:
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        crash_point("trial_told")
         self._ctx.on_change()
 
     # -- results from Ray ---------------------------------------------------------------------
@@ -156,6 +159,8 @@ class CspOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("val_acc_per_epoch", list(result.get("val_acc_per_epoch", [])))
         if "train_seconds" in result:
             ot_trial.set_user_attr("train_seconds", float(result["train_seconds"]))
+        if result.get("node"):
+            ot_trial.set_user_attr("node", result["node"])
         status = result.get("status")
         if error:
             self._tell(ot_trial, "failed", reason="the trial's worker process crashed or was lost (see Ray logs)")

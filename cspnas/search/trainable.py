@@ -34,6 +34,16 @@ def _dataset(spec: dict[str, Any]) -> ImageData:
     return _DATA[key]
 
 
+def _node_id() -> str:
+    """Which Ray node trains this trial (recorded so cluster runs can be audited)."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not inside Ray (e.g. called directly in a test)
+        return ""
+
+
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -58,8 +68,10 @@ def train_candidate(config: dict[str, Any]) -> None:
         with gate_pass.released() if gate_pass is not None else contextlib.nullcontext():
             _report(status, epoch, **extra)
 
+    node = _node_id()
+
     def _report(status: str, epoch: int, **extra: Any) -> None:
-        tune.report({"trial": trial, "status": status, "epoch": epoch,
+        tune.report({"trial": trial, "status": status, "epoch": epoch, "node": node,
                      "val_acc": history[-1] if history else 0.0, "val_acc_per_epoch": list(history),
                      "train_seconds": time.perf_counter() - start, **extra})
 

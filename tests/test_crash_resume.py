@@ -1,0 +1,79 @@
+"""SIGKILL the driver at five points of a search, then --resume: exactly the budget, nothing lost
+or retrained, and trials.csv / pareto.csv / study.db consistent with each other."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from cspnas.results.pareto import compute_front, default_objectives
+from cspnas.search.runner import open_storage, run_search
+
+FINAL = {"complete", "infeasible", "pruned", "failed"}
+BUDGET = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def snapshot(run: Path) -> dict[int, tuple]:
+    """Finished trials as the study holds them: (state, accuracy, completion time)."""
+    study = optuna.load_study(study_name="cspnas", storage=open_storage(run / "study.db"))
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        status = t.user_attrs.get("status")
+        if status in FINAL:
+            out[t.number] = (status, t.user_attrs.get("accuracy"), t.datetime_complete)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after_config", "trial_started:2", "trial_told:2", "between_tables:3",
+                                   "finishing"])
+def test_kill_then_resume(tmp_path, point):
+    cmd = [sys.executable, "-m", "cspnas.cli", "search", "--budget", str(BUDGET), "--epochs", "1",
+           "--name", "run", "--results-dir", str(tmp_path), "--device", "cpu", "--sampler", "random",
+           "--no-dashboard", "--concurrency", "2"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "CSPNAS_KILL_AT": point}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=300)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever Ray left behind
+    except ProcessLookupError:
+        pass
+    assert proc.returncode == -signal.SIGKILL, f"the driver was not killed at {point}: {err[-1500:]}"
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file() and (run / "study.db").is_file()  # the run exists whole
+    before = snapshot(run)
+
+    run_search(resume=run, live=False)
+
+    after = snapshot(run)
+    assert len(after) == BUDGET
+    for number, record in before.items():  # finished trials are neither lost nor retrained
+        assert after[number] == record
+    trials, front = pd.read_csv(run / "trials.csv"), pd.read_csv(run / "pareto.csv")
+    study = optuna.load_study(study_name="cspnas", storage=open_storage(run / "study.db"))
+    assert sorted(trials["trial"]) == sorted(t.number for t in study.trials)
+    assert set(trials["state"]) <= FINAL | {"interrupted"}
+    assert (trials["state"].isin(FINAL)).sum() == BUDGET
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    done = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
+    expected = compute_front(done, default_objectives(macs_ref=config["macs_ref"],
+                                                      latency_ref_ms=config["latency_ref_ms"]))
+    assert sorted(front["trial"]) == sorted(expected.table["trial"])
+    for n in trials.loc[trials["state"] == "interrupted", "trial"]:  # re-queued with the same architecture
+        arch = trials.set_index("trial").loc[n, "arch_json"]
+        if isinstance(arch, str) and arch:
+            assert (trials.loc[trials["trial"] > n, "arch_json"] == arch).any()

@@ -85,7 +85,7 @@ def infeasible_side(tmp: Path, budget: int) -> dict:
     s = SearchSettings(name="infeasible", results_dir=str(tmp), budget=budget, epochs=1, concurrency=2,
                        device="cpu", sampler="random", constraints=Constraints(max_latency_ms=0.001))
     t0 = time.perf_counter()
-    out = run_search(s, live=False)
+    out = run_search(s, live=False, preflight=False)  # all-infeasible on purpose
     wall = time.perf_counter() - t0
     t = out.trials
     per = (pd.to_datetime(t["completed_at"]) - pd.to_datetime(t["started_at"])).dt.total_seconds()

@@ -32,7 +32,7 @@ def presets_table(*, as_json: bool) -> int:
 def inspect_arch(args) -> int:
     arch = load_arch(args.arch)
     arch = arch.with_io(in_chs=args.in_channels, num_classes=args.num_classes)
-    size = args.input_size or (224 if arch.num_classes == 1000 else 32)
+    size = args.input_size if args.input_size is not None else (224 if arch.num_classes == 1000 else 32)
     if size < 1:
         from cspnas.errors import CspnasError
 

@@ -70,12 +70,13 @@ def _settings(args):
 
 
 def _search(args) -> int:
+    settings = None if args.resume else _settings(args)  # bad flags fail here, before the slow imports
     from cspnas.search.runner import run_search
 
     if args.resume:
         outcome = run_search(resume=args.resume, budget=args.budget)
     else:
-        outcome = run_search(_settings(args))
+        outcome = run_search(settings)
     _print_summary(outcome)
     if not args.no_dashboard:
         try:

@@ -16,12 +16,14 @@ TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 
 def fetch(url: str, dest: Path, *, timeout: float = TIMEOUT_S) -> None:
     """Download ``url`` to ``dest`` via a ``.part`` file so an interrupted download never looks done."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     log.info("downloading %s -> %s", url, dest)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            # only once the server answered: a failed download leaves no empty folders behind
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
     except (OSError, ValueError) as exc:  # URLError and socket timeouts are OSErrors
         tmp.unlink(missing_ok=True)
         raise CspnasError(f"could not download {url} ({exc}); download it yourself and save it as {dest}") from exc

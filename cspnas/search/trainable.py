@@ -18,6 +18,7 @@ from ray import tune
 
 from cspnas.data import ImageData, load_dataset
 from cspnas.models import build_model
+from cspnas.search.faults import trial_fault
 from cspnas.search.gate import MeasureGate
 from cspnas.space import ArchConfig
 from cspnas.train import TrainConfig, TrainingDiverged, train
@@ -83,6 +84,8 @@ def train_candidate(config: dict[str, Any]) -> None:
 
         def on_epoch(rep) -> None:
             history.append(rep.val_acc)
+            if rep.epoch == 1:
+                trial_fault(run_dir, trial)  # tests only (CSPNAS_TEST_FAULT); a no-op otherwise
             done = rep.epoch == cfg.epochs
             if done and config["keep_weights"]:
                 save_weights(model, weights)  # before the final report: Tune may stop us right after it

@@ -1,0 +1,490 @@
+"""Bad input, every command, through the real CLI: one clear line, exit 2, and nothing written.
+
+Each case builds its inputs in a fresh directory, snapshots that whole tree (every path with
+its size, mtime and SHA-256, directories with their mtime), runs `python -m cspnas.cli ...`
+there as a subprocess, and checks that
+
+* the exit code is 2;
+* stderr is exactly one line, `cspnas: error: ...`, holding the case's substrings: what is
+  wrong (a field path, a flag, a file) and what to do about it;
+* there is no traceback anywhere;
+* the tree is unchanged: a bad search creates no results/<name>/, a bad --resume does not
+  touch the run, a bad export or train writes no --out, nothing lands in the data cache
+  (CSPNAS_CACHE_DIR points into the case's directory).
+
+No case may start Ray or train: a sitecustomize on the subprocess's PYTHONPATH replaces
+`ray.init` with a function that raises, so validation that comes too late shows up as a
+traceback instead of a slow, silent pass. No GPU is visible (CUDA_VISIBLE_DEVICES=""), so the
+CUDA cases mean the same on any machine.
+
+The subprocesses (1-4 s of imports each) run a few at a time in a module fixture; each case
+is then its own test, which only reads its outcome.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from run_fixture import arch_from_params, make_run
+
+TIMEOUT_S = 120
+WORKERS = min(4, (os.cpu_count() or 2) + 1)  # the subprocesses spend part of their start-up waiting on disk
+
+RAY_GUARD = '''
+import builtins, sys
+_import = builtins.__import__
+
+def _refuse(*args, **kwargs):
+    raise RuntimeError("test_bad_input: ray.init() was called; bad input must be rejected before Ray starts")
+
+def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+    module = _import(name, globals, locals, fromlist, level)
+    ray = sys.modules.get("ray")
+    if ray is not None and hasattr(ray, "init") and ray.init is not _refuse:
+        ray.init = _refuse
+    return module
+
+builtins.__import__ = _guarded_import
+'''
+
+
+# ---------------------------------------------------------------------------------- inputs
+
+def _arch_dict() -> dict:
+    """A small valid architecture (two CSP stages, 1 input channel, 10 classes)."""
+    params = {"act": "relu", "s0.stage_type": "csp", "s0.split_ratio": 0.5, "s0.depth": 1,
+              "s1.stage_type": "csp", "s1.split_ratio": 0.5, "s1.depth": 1}
+    return arch_from_params(params).to_dict()
+
+
+SPACE_YAML = """\
+name: tiny
+stem: {out_chs: [8, 16], kernel_size: 3, stride: 1}
+stages:
+  - {depth: {min: 1, max: 2}, out_chs: [16, 24], stride: 2}
+  - {depth: 1, out_chs: [32, 48], stride: 2}
+per_stage:
+  stage_type: [csp, plain]
+  block_type: dark
+  split_ratio: [0.25, 0.5]
+network:
+  act: [relu, silu]
+"""
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Run directories made once per module, copied into the cases that corrupt them."""
+
+    good: Path  # 12 trials, a front with kept weights; trial 3 is pruned, 5 failed
+    nothing_complete: Path  # every trial failed or was pruned: no feasible complete trial, an empty front
+    resumable: Path  # config.yaml as `cspnas search` writes it, but no study.db
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def arch_file(name: str = "arch.json", edit: Callable[[dict], object] | None = None):
+    """Setup: write the small valid arch as `name`, after `edit` changed it in place."""
+    def setup(root: Path, runs: Runs) -> None:
+        arch = _arch_dict()
+        if edit is not None:
+            edit(arch)
+        write(root / name, json.dumps(arch, indent=2))
+    return setup
+
+
+def space_file(text: str, name: str = "space.yaml"):
+    return lambda root, runs: write(root / name, text)
+
+
+def copy_run(which: str, dest: str = "results/run", edit: Callable[[Path], object] | None = None):
+    """Setup: copy one of the module's runs to `dest`, then let `edit` damage it."""
+    def setup(root: Path, runs: Runs) -> None:
+        target = root / dest
+        shutil.copytree(getattr(runs, which), target)
+        if edit is not None:
+            edit(target)
+    return setup
+
+
+def both(*setups):
+    def setup(root: Path, runs: Runs) -> None:
+        for s in setups:
+            s(root, runs)
+    return setup
+
+
+def mkdir(*paths: str):
+    return lambda root, runs: [(root / p).mkdir(parents=True, exist_ok=True) for p in paths]
+
+
+def corrupt_trials(run: Path) -> None:
+    """Keep the header and first row, then a row with far more fields: a CSV parser error."""
+    head = (run / "trials.csv").read_text().splitlines()[:2]
+    write(run / "trials.csv", "\n".join(head + [",".join(["7"] * 300)]) + "\n")
+
+
+def set_stage(key: str, value):
+    def edit(arch: dict) -> None:
+        arch["stages"][0][key] = value
+    return edit
+
+
+# ---------------------------------------------------------------------------------- cases
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]
+    names: tuple[str, ...]  # substrings that name the problem (field path, flag, file, value)
+    fix: tuple[str, ...]  # substrings of the advice: what to do instead
+    setup: Callable[[Path, Runs], object] | None = field(default=None, repr=False)
+
+
+def case(id: str, argv: str | list[str], names, fix, setup=None) -> Case:
+    argv = argv.split() if isinstance(argv, str) else argv
+    as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v)  # noqa: E731
+    return Case(id, tuple(argv), as_tuple(names), as_tuple(fix), setup)
+
+
+SEARCH = "search --name s --no-dashboard "  # a new search named s; each case adds one bad thing
+
+CASES = [
+    # ---- inspect
+    case("inspect-missing-file", "inspect nothere.json", "nothere.json", "pass a preset name"),
+    case("inspect-malformed-json", "inspect arch.json", ["arch.json", "malformed JSON"], "at line 2 column 14",
+         lambda root, runs: write(root / "arch.json", '{"stem": {"out_chs": [8]},\n  "stages": [}')),
+    case("inspect-unknown-field", "inspect arch.json", ["arch.json", "stages[0].widht", "unknown field"],
+         "known: act", arch_file(edit=set_stage("widht", 32))),
+    case("inspect-split-ratio-out-of-range", "inspect arch.json", ["arch.json", "stages[0].split_ratio", "1.5"],
+         "must be in (0, 1)", arch_file(edit=set_stage("split_ratio", 1.5))),
+    case("inspect-unknown-preset", "inspect cspdarknet99", "'cspdarknet99'", "see `cspnas presets`"),
+    case("inspect-input-size-0", "inspect arch.json --input-size 0", "--input-size", ">= 1", arch_file()),
+    case("inspect-input-size-not-a-number", "inspect arch.json --input-size big", ["--input-size", "'big'"],
+         "--help", arch_file()),
+    case("inspect-num-classes-1", "inspect arch.json --num-classes 1", ["num_classes", "got 1"], ">= 2",
+         arch_file()),
+    case("inspect-unknown-device", "inspect arch.json --device tpu", "'tpu'", "use 'cpu', 'cuda'", arch_file()),
+    case("inspect-cuda-without-gpu", "inspect arch.json --device cuda", ["cuda", "no GPU"], "--device cpu",
+         arch_file()),
+    case("inspect-float16-on-cpu", "inspect arch.json --dtype float16", "float16", "bfloat16 or float32",
+         arch_file()),
+    case("inspect-unknown-dtype", "inspect arch.json --dtype float8", ["--dtype", "'float8'"], "choose from",
+         arch_file()),
+
+    # ---- space
+    case("space-missing-file", "space nothere.yaml", "nothere.yaml", "use a bundled one"),
+    case("space-malformed-yaml", "space space.yaml", ["space.yaml", "malformed YAML"], "at line 4 column 1",
+         space_file("name: x\nstages:\n  - {depth: 1, out_chs: [16, 24\n")),
+    case("space-unknown-key", "space space.yaml", ["space.yaml", "stagse: unknown key"], "known: ",
+         space_file(SPACE_YAML.replace("stages:", "stagse:"))),
+    case("space-unknown-stage-key", "space space.yaml", ["stages[1].width: unknown key"], "known: ",
+         space_file(SPACE_YAML.replace("{depth: 1, out_chs", "{depth: 1, width: 3, out_chs"))),
+    case("space-bad-per-stage-value", "space space.yaml", ["per_stage.stage_type[1]", "'diagonal'"],
+         "must be one of csp",
+         space_file(SPACE_YAML.replace("stage_type: [csp, plain]", "stage_type: [csp, diagonal]"))),
+    case("space-bad-split-ratio", "space space.yaml", ["per_stage.split_ratio[1]", "1.5"], "a number in (0, 1)",
+         space_file(SPACE_YAML.replace("split_ratio: [0.25, 0.5]", "split_ratio: [0.25, 1.5]"))),
+    case("space-empty-stages", "space space.yaml", "stages:", "non-empty list",
+         space_file("name: empty\nstages: []\n")),
+    case("space-range-min-over-max", "space space.yaml", ["stages[0].depth", "3..1"], "min <= max",
+         space_file(SPACE_YAML.replace("{min: 1, max: 2}", "{min: 3, max: 1}"))),
+    case("space-range-bad-keys", "space space.yaml", ["stages[0].depth", "'low'"], "{min: a, max: b}",
+         space_file(SPACE_YAML.replace("{min: 1, max: 2}", "{low: 1, max: 2}"))),
+    case("space-stage-without-depth", "space space.yaml", "stages[1].depth: required", "required",
+         space_file(SPACE_YAML.replace("{depth: 1, out_chs", "{out_chs"))),
+    case("space-not-a-mapping", "space space.yaml", "top level", "must be a mapping",
+         space_file("- 1\n- 2\n")),
+
+    # ---- search: flags
+    case("search-budget-0", SEARCH + "--budget 0", "--budget", ">= 1"),
+    case("search-budget-not-a-number", SEARCH + "--budget ten", ["--budget", "'ten'"], "--help"),
+    case("search-epochs-0", SEARCH + "--epochs 0", "--epochs", ">= 1"),
+    case("search-concurrency-0", SEARCH + "--concurrency 0", "--concurrency", ">= 1"),
+    case("search-lr-0", SEARCH + "--lr 0", "--lr", "> 0"),
+    case("search-cpus-per-trial-0", SEARCH + "--cpus-per-trial 0", "--cpus-per-trial", "> 0"),
+    case("search-latency-parsecs", SEARCH + "--target-latency 10parsecs", "'10parsecs'", "e.g. 8ms"),
+    case("search-latency-without-unit", SEARCH + "--target-latency 10", "'10'", "with a unit"),
+    case("search-latency-negative", SEARCH + "--target-latency=-5ms", "'-5ms'", "e.g. 8ms"),
+    case("search-max-macs-garbage", SEARCH + "--max-macs lots", "'lots'", "k/M/G suffix"),
+    case("search-max-params-5Q", SEARCH + "--max-params 5Q", "'5Q'", "e.g. 300M"),
+    case("search-sampler-foo", SEARCH + "--sampler foo", ["--sampler", "'foo'"], "tpe, nsga2, random, qmc"),
+    case("search-scheduler-foo", SEARCH + "--scheduler foo", ["--scheduler", "'foo'"], "none, asha"),
+    case("search-keep-weights-sometimes", SEARCH + "--keep-weights sometimes", ["--keep-weights", "'sometimes'"],
+         "front, all or none"),
+    case("search-name-with-slash", "search --no-dashboard --name a/b", ["--name", "'a/b'"],
+         "plain directory name"),
+    case("search-name-dotdot", "search --no-dashboard --name ..", ["--name", "'..'"], "plain directory name"),
+    case("search-unknown-flag", SEARCH + "--budgte 5", ["unrecognized arguments", "--budgte"], "--help"),
+    case("search-existing-name", "search --no-dashboard --name taken", ["results/taken", "already exists"],
+         ["--resume results/taken", "another --name"],
+         lambda root, runs: write(root / "results/taken/keep.txt", "precious")),
+    # ---- search: space and data
+    case("search-space-malformed", SEARCH + "--space bad.yaml", ["bad.yaml", "malformed YAML"], "line",
+         space_file("stages: [ {depth: 1\n", "bad.yaml")),
+    case("search-dataset-imagenet", SEARCH + "--dataset imagenet", "'imagenet'", "choose one of digits"),
+    # offline (cli_env makes every download fail): the message says which file to save where
+    case("search-cifar10-empty-data-dir", SEARCH + "--dataset cifar10 --data-dir data",
+         ["could not download", "cifar-10-binary.tar.gz"], "save it as data/cifar-10-binary.tar.gz", mkdir("data")),
+    case("search-cifar10-default-data-dir", SEARCH + "--dataset cifar10", ["could not download", "cifar-10-binary"],
+         "/cache/data/cifar10/cifar-10-binary.tar.gz"),
+    case("search-folder-missing-dir", SEARCH + "--dataset folder --data-dir photos", ["photos", "does not exist"],
+         "<dir>/train/<class>/"),
+    case("search-folder-empty-dir", SEARCH + "--dataset folder --data-dir photos", ["photos", "no train/"],
+         "<dir>/train/<class>/", mkdir("photos")),
+    # ---- search: devices
+    case("search-cuda-without-gpu", SEARCH + "--device cuda", ["'cuda'", "no CUDA GPU"], "use 'cpu' or 'auto'"),
+    case("search-latency-cuda-without-gpu", SEARCH + "--latency-device cuda", ["--latency-device cuda", "no GPU"],
+         "--latency-device cpu"),
+    # ---- search: limits nothing in the space can meet (pre-flight, before any file or Ray)
+    case("search-impossible-max-params", SEARCH + "--max-params 10",
+         ["space 'default'", "--max-params 10", "params", "fewest among"], "raise the limit"),
+    case("search-impossible-latency", SEARCH + "--space edge --target-latency 1ns",
+         ["space 'edge'", "--target-latency 1 ns", "fastest"], "raise the limit"),
+    # ---- search --resume
+    case("search-resume-missing", "search --no-dashboard --resume results/gone", ["results/gone", "no such run"],
+         "--resume takes the folder a search wrote"),
+    case("search-resume-without-config", "search --no-dashboard --resume results/run",
+         ["results/run", "config.yaml is missing"], "--resume takes the folder a search wrote",
+         copy_run("good", edit=lambda run: (run / "config.yaml").unlink())),
+    case("search-resume-corrupt-config", "search --no-dashboard --resume results/run",
+         ["results/run/config.yaml", "corrupt YAML"], ["restore it", "another --name"],
+         copy_run("resumable", edit=lambda run: write(run / "config.yaml", "settings: {name: [run\n"))),
+    case("search-resume-without-study", "search --no-dashboard --resume results/run",
+         ["results/run", "study.db is missing"], "another --name", copy_run("resumable")),
+    case("search-resume-budget-0", "search --no-dashboard --resume results/run --budget 0", "--budget", ">= 1",
+         copy_run("resumable")),
+
+    # ---- report
+    case("report-missing-run", "report results/gone", ["results/gone", "no such run directory"],
+         "results/<name>"),
+    case("report-run-is-a-file", "report results/run/trials.csv", "is a file", "pass its folder results/run",
+         copy_run("good")),
+    case("report-without-trials-csv", "report results/run", ["results/run", "no trials.csv"],
+         "not a run directory", copy_run("good", edit=lambda run: (run / "trials.csv").unlink())),
+    case("report-corrupt-trials-csv", "report results/run", ["results/run/trials.csv", "unreadable CSV"],
+         "damaged", copy_run("good", edit=corrupt_trials)),
+    case("report-trials-csv-missing-columns", "report results/run", ["trials.csv", "missing column(s)"],
+         "cspnas search", copy_run("good", edit=lambda run: write(run / "trials.csv", "trial,state\n0,complete\n"))),
+    case("report-without-config", "report results/run", ["results/run", "no config.yaml"], "the folder a search wrote",
+         copy_run("good", edit=lambda run: (run / "config.yaml").unlink())),
+    case("report-unknown-sort", "report results/run --sort speed", ["--sort", "'speed'"], "choose from",
+         copy_run("good")),
+
+    # ---- dashboard
+    case("dashboard-missing-run", "dashboard results/gone", ["results/gone", "no such run directory"],
+         "results/<name>"),
+    case("dashboard-without-trials-csv", "dashboard results/run", ["results/run", "no trials.csv"],
+         "not a run directory", copy_run("good", edit=lambda run: (run / "trials.csv").unlink())),
+    case("dashboard-corrupt-trials-csv", "dashboard results/run", ["results/run/trials.csv", "unreadable CSV"],
+         "damaged", copy_run("good", edit=corrupt_trials)),
+
+    # ---- export
+    case("export-missing-run", "export results/gone --out exported", ["results/gone", "no such run directory"],
+         "results/<name>"),
+    case("export-pick-missing-trial", "export results/run --pick trial:999 --out exported",
+         ["trial 999", "does not exist"], "trials 0..11", copy_run("good")),
+    case("export-no-feasible-trial", "export results/run --out exported", "no feasible complete trial",
+         "relax its constraints", copy_run("nothing_complete")),
+    case("export-format-exe", "export results/run --format exe --out exported", ["export format", "exe"],
+         "json, onnx, torchscript, safetensors", copy_run("good")),
+    case("export-out-not-empty", "export results/run --out exported", ["--out exported", "not empty"],
+         "pass a new directory", both(copy_run("good"), lambda root, runs: write(root / "exported/mine.txt", "x"))),
+    case("export-max-latency-bad-unit", "export results/run --max-latency 8parsecs --out exported",
+         "'8parsecs'", "e.g. 8ms", copy_run("good")),
+    case("export-max-latency-too-tight", "export results/run --max-latency 1ns --out exported",
+         ["--max-latency", "no Pareto-front trial"], "the fastest is trial", copy_run("good")),
+    case("export-weights-gone", "export results/run --pick best --format onnx --out exported",
+         ["kept no weights"], "--format json", copy_run("good", edit=lambda run: shutil.rmtree(run / "weights"))),
+    case("export-without-out", "export results/run", ["--out", "required"], "--help", copy_run("good")),
+
+    # ---- train
+    case("train-missing-arch", "train nothere.json --dataset digits --epochs 1", "nothere.json",
+         "pass a preset name"),
+    case("train-epochs-0", "train arch.json --dataset digits --epochs 0", "epochs", ">= 1", arch_file()),
+    case("train-dataset-nope", "train arch.json --dataset nope --epochs 1", "'nope'", "choose one of digits",
+         arch_file()),
+    case("train-without-dataset", "train arch.json --epochs 1", "--dataset is required", "e.g. --dataset digits",
+         arch_file()),
+    case("train-out-not-empty", "train arch.json --dataset digits --epochs 1 --out trained",
+         ["--out trained", "not empty"], "choose another --out",
+         both(arch_file(), lambda root, runs: write(root / "trained/notes.txt", "mine"))),
+    case("train-resume-without-checkpoint", "train arch.json --dataset digits --epochs 1 --out trained --resume",
+         ["--resume", "checkpoint.pt"], "drop --resume", both(arch_file(), mkdir("trained"))),
+
+    # ---- the CLI itself
+    case("unknown-command", "frobnicate", ["'frobnicate'", "invalid choice"], "--help"),
+    case("presets-unknown-flag", "presets --wide", ["unrecognized arguments", "--wide"], "--help"),
+]
+
+
+# ---------------------------------------------------------------------------------- running
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root (root included): directories with their mtime, files with size, mtime and SHA-256."""
+    out: dict[str, tuple] = {".": ("dir", root.stat().st_mtime_ns)}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            st = path.lstat()
+            rel = path.relative_to(root).as_posix()
+            if stat.S_ISDIR(st.st_mode):
+                out[rel + "/"] = ("dir", st.st_mtime_ns)
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+            else:
+                out[rel] = ("other", st.st_mode, st.st_mtime_ns)
+    return out
+
+
+def describe_changes(before: dict, after: dict) -> str:
+    lines = [f"created {p}" for p in sorted(set(after) - set(before))]
+    lines += [f"removed {p}" for p in sorted(set(before) - set(after))]
+    lines += [f"changed {p}: {before[p]} -> {after[p]}" for p in sorted(set(before) & set(after))
+              if before[p] != after[p]]
+    return "\n".join(lines)
+
+
+@dataclass
+class Outcome:
+    returncode: int | None
+    stdout: str
+    stderr: str
+    before: dict
+    after: dict
+    seconds: float
+
+
+def _run(c: Case, root: Path, runs: Runs, env: dict[str, str]) -> Outcome:
+    root.mkdir(parents=True)
+    if c.setup is not None:
+        c.setup(root, runs)
+    case_env = dict(env, CSPNAS_CACHE_DIR=str(root / "cache"))
+    # a coarse-clock filesystem could give a directory the command touches its old mtime back
+    time.sleep(0.01)
+    before = snapshot(root)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cspnas.cli", *c.argv], cwd=root, env=case_env,
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as e:
+        code, out, err = None, str(e.stdout or ""), str(e.stderr or "") + f"\n[timed out after {TIMEOUT_S} s]"
+    seconds = time.perf_counter() - start
+    return Outcome(code, out, err, before, snapshot(root), seconds)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Runs:
+    base = tmp_path_factory.mktemp("bad-input-runs")
+    good = make_run(base, 12, name="good")
+    nothing_complete = make_run(base, 4, name="nothing-complete", max_macs=1e12,
+                          states={0: "failed", 1: "pruned", 2: "failed", 3: "pruned"})
+    resumable = base / "resumable"
+    resumable.mkdir()
+    from cspnas.search.settings import SearchSettings
+    from cspnas.space.searchspace import load_space
+
+    space = load_space("default")
+    config = {"cspnas_version": "0.1.0", "settings": SearchSettings(name="resumable").to_dict(),
+              "space_yaml": space.source, "space_name": space.name}
+    write(resumable / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    return Runs(good=good, nothing_complete=nothing_complete, resumable=resumable)
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory) -> dict[str, str]:
+    """The subprocess environment: Ray guard on the path, no GPU, no network (every download goes to a
+    closed local port, so the data set cases fail the same way online), no bytecode files, one thread."""
+    guard = tmp_path_factory.mktemp("ray-guard")
+    write(guard / "sitecustomize.py", RAY_GUARD)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(guard), os.environ.get("PYTHONPATH", "")) if p))
+    env.pop("CSPNAS_CACHE_DIR", None)  # set per case, inside the case's directory
+    for key in ("no_proxy", "NO_PROXY"):
+        env.pop(key, None)
+    env.update({key: "http://127.0.0.1:9" for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
+    return env
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, runs, cli_env, tmp_path_factory) -> dict[str, Outcome]:
+    """Run every selected case, WORKERS at a time; id -> Outcome."""
+    selected = {item.callspec.params["c"].id for item in request.session.items
+                if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "c" in item.callspec.params}
+    todo = [c for c in CASES if c.id in selected]
+    cases_root = tmp_path_factory.mktemp("bad-input-cases")
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {c.id: pool.submit(_run, c, cases_root / c.id, runs, cli_env) for c in todo}
+        return {key: f.result() for key, f in futures.items()}
+
+
+def test_the_table_is_big_and_ids_are_unique():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+    commands = {c.argv[0] for c in CASES}
+    assert {"inspect", "space", "search", "report", "dashboard", "export", "train", "presets"} <= commands
+
+
+def test_the_ray_guard_works(cli_env, tmp_path):
+    """Without this, a case that wrongly reached Ray would not fail fast (or at all)."""
+    proc = subprocess.run([sys.executable, "-c", "import ray; ray.init(num_cpus=1)"], cwd=tmp_path, env=cli_env,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode != 0 and "ray.init() was called" in proc.stderr, proc.stderr[-2000:]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("c", CASES, ids=lambda c: c.id)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(c: Case, outcomes):
+    got = outcomes[c.id]
+    shown = f"argv: {' '.join(c.argv)}\nexit: {got.returncode}\nstdout:\n{got.stdout}\nstderr:\n{got.stderr}"
+    assert "Traceback" not in got.stdout + got.stderr, shown
+    assert got.returncode == 2, shown
+    lines = got.stderr.splitlines()
+    assert len(lines) == 1, f"stderr must be exactly one line\n{shown}"
+    line = lines[0]
+    assert line.startswith("cspnas: error: ") and line[len("cspnas: error: "):].strip(), shown
+    for part in c.names + c.fix:
+        assert part in line, f"expected {part!r} in the message\n{shown}"
+    changes = describe_changes(got.before, got.after)
+    assert not changes, f"the command changed files:\n{changes}\n{shown}"
+
+
+# ---------------------------------------------------------------------------------- the pre-flight's other side
+
+def test_preflight_accepts_limits_that_only_the_cheapest_corner_meets(tmp_path):
+    """The impossible-limit check must not refuse a search that can succeed. In the default space
+    on 8x8 digits the smallest network has ~22k params, while 1000 random samples bottom out
+    above 60k: the corners it adds to the random sample are what let a 25k limit through."""
+    from cspnas.cost import LatencySettings
+    from cspnas.search.costs import CostMeter
+    from cspnas.search.gate import MeasureGate
+    from cspnas.search.runner import _check_constraints_reachable
+    from cspnas.search.settings import Constraints, SearchSettings
+    from cspnas.space.searchspace import load_space
+
+    meter = CostMeter(LatencySettings(in_chs=1, input_size=8, min_run_time_s=0.02), MeasureGate(tmp_path / "locks"), 8)
+    space = load_space("default")
+    for limits in (Constraints(max_params=25_000), Constraints(max_params=150_000, max_latency_ms=50.0)):
+        _check_constraints_reachable(space, SearchSettings(name="ok", constraints=limits), meter, 1, 10)
+    assert not any(tmp_path.iterdir()), "the pre-flight must not write (not even the gate's lock files)"

@@ -103,7 +103,8 @@ def conventional_train(model: nn.Module, data: ImageData, cfg: TrainConfig, work
 
 
 def cspnas_train(model: nn.Module, data: ImageData, cfg: TrainConfig) -> dict:
-    images = len(data.train_x) // cfg.batch_size * cfg.batch_size  # per epoch: train drops the ragged batch
+    # Per epoch: train() drops the ragged last batch (or uses one batch of everything if smaller).
+    images = len(data.train_x) // cfg.batch_size * cfg.batch_size or len(data.train_x)
     epochs: list[dict] = []
     result = train(model, data, cfg, on_epoch=lambda r: epochs.append(
         {"images_per_s": r.images_per_s, "train_seconds": images / r.images_per_s, "val_acc": r.val_acc}))
@@ -124,15 +125,15 @@ def run_both(data: ImageData, cfg: TrainConfig, workers: int, repeats: int) -> t
     small = replace(cfg, epochs=1)
     cspnas_train(small_cnn(data.in_chs, data.num_classes, cfg.seed), warm, small)
     conventional_train(small_cnn(data.in_chs, data.num_classes, cfg.seed), warm, small, workers)
-    a, b = [], []
+    ours_runs, theirs_runs = [], []
     for r in range(repeats):
         if r % 2 == 0:
-            a.append(ours())
-            b.append(theirs())
+            ours_runs.append(ours())
+            theirs_runs.append(theirs())
         else:
-            b.append(theirs())
-            a.append(ours())
-    return a, b
+            theirs_runs.append(theirs())
+            ours_runs.append(ours())
+    return ours_runs, theirs_runs
 
 
 def summarize(runs: list[dict]) -> dict:

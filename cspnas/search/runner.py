@@ -408,6 +408,7 @@ def _create_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
     staging = run_dir.with_name(f".{run_dir.name}.creating-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         _write_yaml_atomic(staging / "config.yaml", config)
         storage = open_storage(staging / "study.db")
@@ -439,9 +440,15 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
                 "train": train_cfg, "keep_weights": settings.keep_weights != "none", "threads": threads}
 
     progress = Progress(live=live, started_done=started_done)
-    state = {"front": None, "hv": 0.0, "trials": None, "last_write": 0.0}
+    state = {"front": None, "hv": 0.0, "trials": None, "last_write": 0.0, "last_tables": 0.0}
 
-    def on_change() -> None:
+    def on_change(started: bool = False) -> None:
+        if started and state["trials"] is not None and time.monotonic() - state["last_tables"] < 2.0:
+            # a trial merely started: the status line moves now, the tables at the next tell
+            progress.update(_status(state["trials"], state["front"], state["hv"], settings.budget,
+                                    len(ctx.running), time.monotonic() - t0))
+            return
+        state["last_tables"] = time.monotonic()
         trials, front, hv = write_tables(searcher.study, run_dir, config)
         if _prune_weights(run_dir, trials, front, settings.keep_weights):
             trials, front, hv = write_tables(searcher.study, run_dir, config)

@@ -48,7 +48,7 @@ class SearchContext:
     num_classes: int
     meter: CostMeter
     trial_config: Callable[[int, str], dict[str, Any]]  # (trial number, arch json) -> Ray config
-    on_change: Callable[[], None] = lambda: None  # called after any trial is told
+    on_change: Callable[..., None] = lambda started=False: None  # after a trial starts or is told
     running: dict[str, int] = field(default_factory=dict)  # ray trial id -> optuna number
 
 
@@ -83,7 +83,7 @@ class CspOptunaSearch(OptunaSearch):
             if config is not None:
                 self._ot_trials[trial_id] = ot_trial
                 ctx.running[trial_id] = ot_trial.number
-                ctx.on_change()
+                ctx.on_change(started=True)
                 crash_point("trial_started")
                 return config
 

@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
-    from cspnas.results.export import FILE_NAMES, TOLERANCE, export_trial, parse_formats
+    from cspnas.results.export import FILE_NAMES, export_trial, parse_formats
     from cspnas.results.rundir import load_run
     from cspnas.units import format_count, format_duration_ms, parse_duration_ms
 
@@ -30,7 +30,7 @@ def run_export(args) -> int:
           f"{format_duration_ms(row['latency_ms'])}")
     for check in done.checks:
         print(f"{FILE_NAMES[check.format]}: max abs diff vs PyTorch {check.max_abs_diff:.2e} "
-              f"({'ok' if check.ok else 'FAILED'}, tolerance {TOLERANCE:g})")
+              f"({'ok' if check.ok else 'FAILED'}, tolerance {check.tolerance:.2g})")
     if not done.weights_kept:
         print("note: the search kept no weights for this trial; only the (untrained) architecture was exported")
     print(f"wrote {', '.join(done.files)} to {done.out}")

@@ -66,7 +66,7 @@ class Progress:
         if self._live is not None:
             self._live.update(Text(line))
         else:
-            key = (status.done, status.running)  # print only when something moved
+            key = status.done  # a log, not a display: one line per finished trial
             if key != self._last:
                 self._last = key
                 print(f"[cspnas] {line}", file=sys.stderr, flush=True)

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -291,6 +292,37 @@ def _check_constraints_reachable(space: SearchSpace, settings: SearchSettings, m
 
 # -- Ray --------------------------------------------------------------------------------------------
 
+CLUSTER_PROBE_TIMEOUT_S = 5.0
+
+
+def check_cluster_address(address: str) -> None:
+    """Fail in one line when nothing listens at --address (ray.init retries such an address for
+    minutes). Probes the address Ray will dial: Ray turns 127.0.0.1 / localhost into this
+    machine's external IP unless cluster mode is off."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    hint = "check the address (`ray status` on the head node) or drop --address to run locally"
+    malformed = f"--address {address}: expected HOST:PORT of the Ray head node, e.g. 10.0.0.5:6379"
+    if address.startswith("ray://"):
+        target = address[len("ray://"):]
+    else:
+        try:
+            target = canonicalize_bootstrap_address(address) or address
+        except ValueError:
+            raise CspnasError(malformed) from None
+        except ConnectionError as e:  # "auto" and no cluster found
+            raise CspnasError(f"--address {address}: {str(e).splitlines()[0]}; {hint}") from None
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CspnasError(malformed)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CLUSTER_PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        via = f" (Ray dials {target})" if target != address else ""
+        raise CspnasError(f"cannot join the Ray cluster at {address}{via}: "
+                          f"{e.strerror or type(e).__name__}; {hint}") from None
+
+
 def _start_ray(settings: SearchSettings) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we keep our own records
@@ -304,9 +336,18 @@ def _start_ray(settings: SearchSettings) -> None:
         return
     kwargs = dict(configure_logging=True, logging_level=logging.WARNING, log_to_driver=False)
     if settings.address:
+        check_cluster_address(settings.address)
         try:
             ray.init(address=settings.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
+            causes, cause = [], e
+            while cause is not None:
+                causes.append(str(cause))
+                cause = cause.__cause__
+            if any("InvalidAuthToken" in c or "Unauthenticated" in c for c in causes):
+                raise CspnasError(f"the Ray cluster at {settings.address} refused us: it uses token "
+                                  "authentication; set RAY_AUTH_MODE=token and give the cluster's token in "
+                                  "RAY_AUTH_TOKEN_PATH (a file) or RAY_AUTH_TOKEN") from None
             raise CspnasError(f"cannot join the Ray cluster at {settings.address}: {str(e).splitlines()[0]}; "
                               "check the address (ray status) or drop --address to run locally") from None
     else:
@@ -351,6 +392,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         space = load_space(settings.space)
         run_dir = prepare_run(settings)
         config = None
+    if settings.address:
+        _start_ray(settings)  # join before any file exists: a wrong address or token leaves no run behind
 
     data = load_dataset(settings.dataset, settings.data_dir, val_fraction=settings.val_fraction,
                         split_seed=settings.seed, train_subset=settings.train_subset)
@@ -432,7 +475,9 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
     threads = max(1, int(settings.cpus_per_trial))
     train_cfg = {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
                  "seed": settings.seed, "device": train_device}
-    data_spec = {"name": settings.dataset, "data_dir": settings.data_dir, "val_fraction": settings.val_fraction,
+    # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
+    data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
+    data_spec = {"name": settings.dataset, "data_dir": data_dir, "val_fraction": settings.val_fraction,
                  "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False}
 
     def trial_config(number: int, arch_json: str) -> dict[str, Any]:

@@ -139,3 +139,21 @@ def test_random_configs_build_and_run_or_are_rejected_with_the_field(arch, size)
     assert y.shape == (2, arch.num_classes)
     y.sum().backward()
     assert ArchConfig.from_json(arch.to_json()) == arch
+
+
+@pytest.mark.parametrize("name", sorted(REF))
+def test_preset_fvcore_macs_equal_timm(name):
+    from cspnas.cost import count_macs
+
+    assert count_macs(build_model(name), in_chs=3, input_size=224).total == REF[name]["fvcore_total_224"]
+
+
+def test_inspect_cli_reports_the_published_numbers(capsys):
+    from cspnas.cli import main
+
+    assert main(["inspect", "cspresnet50", "--input-size", "224", "--num-classes", "1000", "--json",
+                 "--no-latency"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"] == 21_616_168 and out["macs"] == 3_476_414_464
+    assert "latency_ms" not in out
+    assert sum(s["params"] for s in out["stages"]) + out["stem"]["params"] + out["head"]["params"] == out["params"]

@@ -6,7 +6,6 @@ CspnasError (bad input the user can fix) into one line on stderr and exit code 2
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from cspnas.errors import CspnasError

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -33,10 +32,10 @@ from cspnas.data import load_dataset
 from cspnas.models import build_model
 from cspnas.search.costs import CostMeter
 from cspnas.search.gate import MeasureGate
-from cspnas.search.runner import _start_ray, run_search
+from cspnas.search.ray_session import start_ray as _start_ray
+from cspnas.search.runner import run_search
 from cspnas.search.settings import Constraints, SearchSettings
 from cspnas.space import ArchConfig
-from cspnas.space.searchspace import load_space
 from cspnas.train import TrainConfig, train
 
 

@@ -479,7 +479,7 @@ def test_preflight_accepts_limits_that_only_the_cheapest_corner_meets(tmp_path):
     from cspnas.cost import LatencySettings
     from cspnas.search.costs import CostMeter
     from cspnas.search.gate import MeasureGate
-    from cspnas.search.runner import _check_constraints_reachable
+    from cspnas.search.preflight import check_constraints_reachable as _check_constraints_reachable
     from cspnas.search.settings import Constraints, SearchSettings
     from cspnas.space.searchspace import load_space
 

@@ -1,6 +1,5 @@
 """End to end on a real CI-sized search: search -> report -> dashboard -> export -> train."""
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd

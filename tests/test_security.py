@@ -1,11 +1,9 @@
 """Security: during a local search nothing listens beyond loopback; user files load without pickle."""
 import ipaddress
-import os
 import threading
 import time
 
 import psutil
-import pytest
 
 from cspnas.search.runner import run_search
 from cspnas.search.settings import SearchSettings

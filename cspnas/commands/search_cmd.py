@@ -6,7 +6,6 @@ import datetime as dt
 from rich.console import Console
 from rich.table import Table
 
-from cspnas.errors import CspnasError
 
 
 def register(sub) -> None:

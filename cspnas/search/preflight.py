@@ -1,0 +1,168 @@
+"""Pre-flight: refuse hard limits that nothing in the search space can meet, before any file exists."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import optuna
+
+from cspnas.errors import CspnasError
+from cspnas.search.costs import CostMeter
+from cspnas.search.settings import SearchSettings
+from cspnas.space import ArchConfig
+from cspnas.space.searchspace import SearchSpace
+
+PREFLIGHT_SAMPLES = 200  # random architectures looked at (plus one cheap corner per stage/block type)
+PREFLIGHT_LATENCY_CANDIDATES = 3  # latency is measured only for this many of the cheapest by MACs
+
+
+class _CornerTrial:
+    """Stands in for an optuna.Trial and answers every knob with its cheapest value (fewest
+    channels, shallowest, largest stride, no SE, ...), with the given stage and block type where
+    the space offers them. Random samples rarely hit these corners; a tight limit often needs one."""
+
+    def __init__(self, stage_type: str, block_type: str):
+        self.stage_type, self.block_type = stage_type, block_type
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        return high if name.endswith("stride") else low
+
+    def suggest_categorical(self, name: str, choices):
+        key = name.rsplit(".", 1)[-1]
+        if key in ("stage_type", "block_type"):
+            want = self.stage_type if key == "stage_type" else self.block_type
+            return want if want in choices else choices[0]
+        if all(isinstance(c, bool) for c in choices):
+            return False  # down_growth / cross_linear: False is the narrower one
+        numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        if len(numbers) == len(choices):
+            return max(numbers) if key in ("stride", "groups") else min(numbers)
+        return choices[0]
+
+
+def _corner_archs(space: SearchSpace, in_chs: int, num_classes: int) -> list[ArchConfig]:
+    kinds: dict[str, list[str]] = {"stage_type": [], "block_type": []}
+    for spec in space.stages:
+        for key, names in kinds.items():
+            value = spec.get(key, "csp" if key == "stage_type" else "dark")
+            for v in value if isinstance(value, tuple) else (value,):
+                if v not in names:
+                    names.append(v)
+    return [space.sample(_CornerTrial(st, bt), in_chs=in_chs, num_classes=num_classes)
+            for st in kinds["stage_type"] for bt in kinds["block_type"]]
+
+
+def _conv_linear_macs(model, in_chs: int, input_size: int) -> int:
+    """A cheap lower bound of fvcore's MAC count: convolutions and linear layers only (fvcore adds
+    batch-norm and pooling). Shapes come from one forward pass, on the meta device for big inputs."""
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def hook(m, _inputs, out) -> None:
+        nonlocal total
+        if isinstance(m, nn.Conv2d):
+            total += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total += m.in_features * m.out_features
+
+    device = "cpu" if input_size <= 64 else "meta"
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.to(device).eval()(torch.zeros(1, in_chs, input_size, input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, meter: CostMeter, in_chs: int,
+                                 num_classes: int) -> None:
+    """Raise CspnasError, before the run directory exists, when the hard limits rule out the space.
+
+    Looks at one cheapest corner per stage/block type and PREFLIGHT_SAMPLES random architectures
+    (Optuna's RandomSampler on an in-memory study, seeded by --seed): params, and MACs as a
+    conv+linear lower bound confirmed with the exact fvcore count where it passes. With a latency
+    limit it measures the first candidate within the other limits, then the
+    PREFLIGHT_LATENCY_CANDIDATES cheapest by MACs. Returns as soon as one candidate meets every
+    limit; writes nothing (latency is measured without the run's MeasureGate, whose locks live in
+    the run directory). A space whose only feasible corners are missed by the sample is refused
+    wrongly; `run_search(preflight=False)` skips the check.
+    """
+    from cspnas.cost import count_macs, count_params, measure_latency
+    from cspnas.models import build_model
+    from cspnas.units import format_count, format_duration_ms
+
+    c = settings.constraints
+    if c.max_params is None and c.max_macs is None and c.max_latency_ms is None:
+        return
+    size = meter.input_size
+    latency_settings = replace(meter.latency, in_chs=in_chs, input_size=size)
+    latencies: dict[str, float] = {}
+
+    def latency_of(arch: ArchConfig) -> float:
+        key = arch.arch_hash()
+        if key not in latencies:
+            latencies[key] = measure_latency(build_model(arch), latency_settings).median_ms
+        return latencies[key]
+
+    def exact_macs(arch: ArchConfig) -> int:
+        return count_macs(build_model(arch), in_chs=in_chs, input_size=size).total
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
+    candidates = _corner_archs(space, in_chs, num_classes)
+    seen: dict[str, tuple[int, int, ArchConfig]] = {}  # hash -> (params, MACs or their lower bound, arch)
+    within: list[tuple[int, ArchConfig]] = []  # (MACs, arch) meeting the params and MACs limits
+    samples = 0
+    while candidates or samples < PREFLIGHT_SAMPLES:
+        if candidates:
+            arch = candidates.pop(0)
+        else:
+            samples += 1
+            arch = space.sample(study.ask(), in_chs=in_chs, num_classes=num_classes)
+        key = arch.arch_hash()
+        if key in seen:
+            continue
+        model = build_model(arch)
+        params = count_params(model)
+        need_macs = c.max_macs is not None or c.max_latency_ms is not None
+        macs = _conv_linear_macs(model, in_chs, size) if need_macs else 0
+        ok = c.max_params is None or params <= c.max_params
+        if ok and c.max_macs is not None and macs <= c.max_macs:
+            macs = exact_macs(arch)  # the lower bound passes: check the count the search uses
+        ok = ok and (c.max_macs is None or macs <= c.max_macs)
+        seen[key] = (params, macs, arch)
+        if ok:
+            within.append((macs, arch))
+            if c.max_latency_ms is None or (len(within) == 1 and latency_of(arch) <= c.max_latency_ms):
+                return
+
+    ms = c.max_latency_ms
+    latency_limit = (None if ms is None else f"{ms:.3g} ms" if ms >= 1 else f"{ms * 1e3:.3g} us" if ms >= 1e-3
+                     else f"{ms * 1e6:.3g} ns")
+    limits = [f"--max-params {format_count(c.max_params)}" if c.max_params is not None else "",
+              f"--max-macs {format_count(c.max_macs)}" if c.max_macs is not None else "",
+              f"--target-latency {latency_limit}" if latency_limit is not None else ""]
+    meets = " and ".join(x for x in limits if x)
+    looked = f"{len(seen)} sampled architectures"
+    if within:  # params/MACs can be met, latency can't: measure the cheapest few
+        cheapest = [a for _, a in sorted(within, key=lambda t: t[0])[:PREFLIGHT_LATENCY_CANDIDATES]]
+        fastest = min(latency_of(a) for a in cheapest)
+        if fastest <= c.max_latency_ms:
+            return
+        found = (f"the fastest of the {len(cheapest)} with the fewest MACs among {looked} takes "
+                 f"{format_duration_ms(fastest)}")
+    else:
+        parts = []
+        if c.max_params is not None:
+            parts.append(f"{format_count(min(p for p, _, _ in seen.values()))} params")
+        if c.max_macs is not None or c.max_latency_ms is not None:
+            arch = min(seen.values(), key=lambda t: t[1])[2]
+            parts.append(f"{format_count(exact_macs(arch))} MACs")
+        if c.max_latency_ms is not None:
+            parts.append(f"{format_duration_ms(latency_of(arch))} for the one with the fewest MACs")
+        found = f"fewest among {looked}: {', '.join(parts)}"
+    raise CspnasError(f"no architecture in space '{space.name}' meets {meets} ({found}); "
+                      "raise the limit or use a smaller space")

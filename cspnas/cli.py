@@ -39,6 +39,7 @@ def _cmd_inspect(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cspnas", description="Hardware-aware NAS over the Cross-Stage-Partial design space.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.subcommands = sub.choices  # name -> subparser, to point usage errors at the right --help
 
     p = sub.add_parser("presets", help="list published architectures")
     _add_common_io(p)
@@ -67,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # name the subcommand whose options were mistyped, not the top-level parser
+            sub = parser.subcommands.get(getattr(args, "command", None))
+            prog = sub.prog if sub is not None else parser.prog
+            raise CspnasError(f"unrecognized arguments: {' '.join(extra)} (see `{prog} --help`)")
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE

@@ -69,4 +69,6 @@ def format_duration_ms(value: float | None) -> str:
         return f"{value:.0f} ms"
     if value >= 1:
         return f"{value:.2f} ms"
-    return f"{value * 1e3:.0f} us"
+    if value >= 1e-3:
+        return f"{value * 1e3:.0f} us"
+    return f"{value * 1e6:.0f} ns"  # only limits are this small (e.g. a deliberately impossible 1ns)

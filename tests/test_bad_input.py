@@ -235,7 +235,7 @@ CASES = [
     case("search-name-with-slash", "search --no-dashboard --name a/b", ["--name", "'a/b'"],
          "plain directory name"),
     case("search-name-dotdot", "search --no-dashboard --name ..", ["--name", "'..'"], "plain directory name"),
-    case("search-unknown-flag", SEARCH + "--budgte 5", ["unrecognized arguments", "--budgte"], "--help"),
+    case("search-unknown-flag", SEARCH + "--budgte 5", ["unrecognized arguments", "--budgte"], "cspnas search --help"),
     case("search-existing-name", "search --no-dashboard --name taken", ["results/taken", "already exists"],
          ["--resume results/taken", "another --name"],
          lambda root, runs: write(root / "results/taken/keep.txt", "precious")),
@@ -334,7 +334,7 @@ CASES = [
 
     # ---- the CLI itself
     case("unknown-command", "frobnicate", ["'frobnicate'", "invalid choice"], "--help"),
-    case("presets-unknown-flag", "presets --wide", ["unrecognized arguments", "--wide"], "--help"),
+    case("presets-unknown-flag", "presets --wide", ["unrecognized arguments", "--wide"], "cspnas presets --help"),
 ]
 
 

@@ -286,8 +286,10 @@ def test_download_fetches_missing_files(tmp_path: Path, monkeypatch):
 
 def test_failed_download_is_a_user_error(tmp_path: Path, monkeypatch):
     monkeypatch.setitem(sources.IDX_URLS, "mnist", (tmp_path / "nowhere").as_uri() + "/")
-    with pytest.raises(CspnasError, match="could not download .* download it yourself"):
+    with pytest.raises(CspnasError, match="could not download .* download it yourself") as err:
         load_dataset("mnist", tmp_path / "dest", cache_dir=tmp_path / "cache", download=True)
+    for stem in sources.IDX_FILES:  # every missing file is named, so one manual download fixes it
+        assert f"{stem}.gz" in str(err.value)
     assert not any((tmp_path / "dest").glob("*.part"))
 
 

@@ -50,7 +50,7 @@ def test_format_missing_values():
     assert format_duration_ms(None) == "-" and format_duration_ms(float("nan")) == "-"
 
 
-@pytest.mark.parametrize("ms, text", [(0.347, "347 us"), (8.0, "8.00 ms"), (123.4, "123 ms")])
+@pytest.mark.parametrize("ms, text", [(1e-6, "1 ns"), (0.347, "347 us"), (8.0, "8.00 ms"), (123.4, "123 ms")])
 def test_format_duration(ms, text):
     assert format_duration_ms(ms) == text
     assert parse_duration_ms(text.replace(" ", "")) == pytest.approx(ms, rel=0.01)

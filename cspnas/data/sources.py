@@ -167,9 +167,14 @@ def idx_source(name: str, data_dir: Path, download: bool) -> Source:
         names = ", ".join(f"{stem}.gz" for stem in missing)
         raise CspnasError(f"{name} files missing from {data_dir}: put {names} (from {IDX_URLS[name]}, "
                           "gzipped or not) there, or allow downloading")
-    for stem in missing:
+    for i, stem in enumerate(missing):
         found[stem] = data_dir / f"{stem}.gz"
-        fetch(IDX_URLS[name] + f"{stem}.gz", found[stem])
+        try:
+            fetch(IDX_URLS[name] + f"{stem}.gz", found[stem])
+        except CspnasError as exc:  # name every file still missing, not just the one that failed
+            rest = ", ".join(f"{s}.gz" for s in missing[i:])
+            raise CspnasError(f"could not download {name} ({exc.__cause__ or exc}); download it yourself: "
+                              f"put {rest} (from {IDX_URLS[name]}) in {data_dir}") from exc
     paths = [found[stem] for stem in IDX_FILES]
 
     def decode() -> RawData:

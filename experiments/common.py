@@ -1,0 +1,179 @@
+"""What the experiment scripts share: the small CIFAR-10 they train on, machine facts, JSON output.
+
+The real data is CIFAR-10 from ``../shared/data/cifar10-jpeg.tar.gz`` (JPEG, ImageFolder layout).
+Two CPU cores cannot train hundreds of candidates on 50,000 32x32 images, so the experiments
+use a fixed, documented reduction, written once as a real image folder that cspnas's own
+``folder`` data set reads (no experiment-only loading path):
+
+  * the first ``train_per_class`` training images of every class (the files are in the
+    original, random CIFAR order) and the first ``test_per_class`` test images;
+  * downsampled 2x2 by area averaging to 16x16 (as NAS-Bench-201's ImageNet16 does for
+    ImageNet), stored as lossless PNG.
+
+cspnas then holds out 10% of the training folder (stratified) as the validation split that
+candidates are scored on.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("cspnas") is None:  # allow running from a plain checkout
+    sys.path.insert(0, str(REPO))
+
+SHARED_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CACHE = REPO / ".cache"
+
+
+def cifar10_jpeg(tarball: Path = SHARED_TARBALL) -> Path:
+    """The extracted CIFAR-10 JPEG folder under .cache/ (extracted from ``tarball`` once)."""
+    root = CACHE / "cifar10-jpeg"
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return root
+    if not tarball.is_file():
+        sys.exit(f"CIFAR-10 not found: neither {root} nor {tarball} exists; extract cifar10-jpeg.tar.gz "
+                 f"into {CACHE} (mkdir -p .cache && tar -xzf <path>/cifar10-jpeg.tar.gz -C .cache)")
+    CACHE.mkdir(exist_ok=True)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(CACHE, filter="data")
+    return root
+
+
+def small_cifar10(*, size: int = 16, train_per_class: int = 1000, test_per_class: int = 200,
+                  source: Path | None = None) -> Path:
+    """An ImageFolder of reduced CIFAR-10 (see module docstring); built once, then reused."""
+    from PIL import Image
+
+    out = CACHE / f"cifar10-{size}px-{train_per_class}-{test_per_class}"
+    if (out / "train").is_dir():
+        return out
+    src = source or cifar10_jpeg()
+    staging = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent if out.parent.is_dir() else None))
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        for class_dir in sorted(p for p in (src / split).iterdir() if p.is_dir()):
+            files = sorted(class_dir.iterdir())[:per_class]
+            if len(files) < per_class:
+                sys.exit(f"{class_dir} has {len(files)} images, fewer than the {per_class} asked for")
+            dest = staging / split / class_dir.name
+            dest.mkdir(parents=True)
+            for f in files:
+                with Image.open(f) as im:
+                    im.convert("RGB").resize((size, size), Image.Resampling.BOX).save(dest / (f.stem + ".png"))
+    os.replace(staging, out)  # atomic: a half-written folder is never mistaken for a finished one
+    return out
+
+
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
+def write_json(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    import pandas as pd
+
+    return float(pd.Series(list(a)).rank().corr(pd.Series(list(b)).rank()))
+
+
+def kendall(a, b) -> float:
+    """Kendall's tau-b (no scipy needed; O(n^2) is fine for a few dozen points)."""
+    a, b = list(a), list(b)
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    n_a, n_b = concordant + discordant + ties_a, concordant + discordant + ties_b
+    return (concordant - discordant) / (n_a * n_b) ** 0.5 if n_a and n_b else float("nan")
+
+
+def bootstrap_ci(a, b, stat=spearman, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile bootstrap interval of stat(a, b) over resampled pairs."""
+    import numpy as np
+
+    a, b = np.asarray(list(a), float), np.asarray(list(b), float)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(a), len(a))
+        if len(set(idx)) > 2:
+            v = stat(a[idx], b[idx])
+            if v == v:  # skip NaN (all-tied resamples)
+                values.append(v)
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def train_arch(arch, data, *, epochs: int, seed: int = 0, **overrides) -> dict:
+    """Train ``arch`` exactly as a search trial does (same init seed, TrainConfig defaults of the
+    search) and return the final validation accuracy, per-epoch accuracies and train time."""
+    import time
+
+    import torch
+
+    from cspnas.models import build_model
+    from cspnas.train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=epochs, seed=seed, device="cpu", **overrides)
+    torch.manual_seed(cfg.seed)  # as cspnas/search/trainable.py: same arch + seed -> same weights
+    model = build_model(arch)
+    t0 = time.perf_counter()
+    result = train(model, data, cfg)
+    return {"val_acc": result.final_val_acc, "val_acc_per_epoch": list(result.val_acc),
+            "train_s": round(time.perf_counter() - t0, 2)}
+
+
+def spread_sample(space, n: int, *, in_chs: int, num_classes: int, input_size: int, seed: int = 0,
+                  pool: int = 400) -> list:
+    """``n`` distinct architectures spread over the space: draw ``pool`` with Optuna's
+    RandomSampler, sort by MACs, keep the ones at evenly spaced ranks (smallest to largest)."""
+    import optuna
+
+    from cspnas.cost import count_macs
+    from cspnas.models import build_model
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    drawn = {}
+    for _ in range(pool):
+        trial = study.ask()
+        arch = space.sample(trial, in_chs=in_chs, num_classes=num_classes)
+        study.tell(trial, 0.0)
+        drawn.setdefault(arch.arch_hash(), arch)
+    sized = sorted(drawn.values(), key=lambda a: (count_macs(build_model(a), in_chs=in_chs,
+                                                             input_size=input_size).total, a.arch_hash()))
+    picks = sorted({round(i * (len(sized) - 1) / max(n - 1, 1)) for i in range(n)})
+    return [sized[i] for i in picks]
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""Proxy fidelity: does brief training (the search's score) rank architectures like long training?
+
+Takes ``--archs`` architectures spread over the default space (distinct, at evenly spaced MAC
+ranks of a random pool), trains each twice from the same initial weights on the same data:
+briefly (``--brief-epochs``, the setting the search experiments use) and for much longer
+(``--long-epochs``), and reports the Spearman and Kendall rank correlations between the two
+validation accuracies, with a bootstrap 95% interval. For comparison it also reports how well
+MACs and parameter count alone (zero-training proxies) rank the long-training accuracies.
+
+Data: reduced CIFAR-10 (16x16, see experiments/common.py), ``--train-subset`` training images,
+1,000 validation images. Partial results are written after every architecture; ``--resume``
+continues an interrupted run with the same settings.
+
+    python experiments/proxy_fidelity.py                  # results/benchmarks/proxy_fidelity.json
+    python experiments/proxy_fidelity.py --smoke --out /tmp/p.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from common import REPO, bootstrap_ci, kendall, machine, small_cifar10, spearman, spread_sample, train_arch, \
+    write_json
+
+from cspnas.cost import count_macs, count_params
+from cspnas.data import load_dataset
+from cspnas.models import build_model
+from cspnas.space.searchspace import load_space
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archs", type=int, default=12)
+    ap.add_argument("--brief-epochs", type=int, default=3)
+    ap.add_argument("--long-epochs", type=int, default=30)
+    ap.add_argument("--train-subset", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0, help="architecture draw, data split and training seed")
+    ap.add_argument("--resume", action="store_true", help="skip architectures already in --out (same settings)")
+    ap.add_argument("--smoke", action="store_true", help="digits, 3 archs, 1 vs 2 epochs")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "proxy_fidelity.json")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.archs, args.brief_epochs, args.long_epochs, args.train_subset = 3, 1, 2, None
+        data = load_dataset("digits", split_seed=args.seed)
+        data_note = "digits (bundled), smoke"
+    else:
+        folder = small_cifar10()
+        data = load_dataset("folder", folder, split_seed=args.seed, train_subset=args.train_subset)
+        data_note = f"CIFAR-10 reduced: {folder.name} (16x16 PNG), see experiments/common.py"
+    settings = {"archs": args.archs, "brief_epochs": args.brief_epochs, "long_epochs": args.long_epochs,
+                "train_subset": args.train_subset, "seed": args.seed, "space": "default", "data": data_note,
+                "data_summary": data.summary(), "train": "cspnas TrainConfig defaults (batch 128, lr 0.2, "
+                "SGD nesterov, label smoothing 0.1, warmup 0.5 epoch, linear decay), cpu"}
+
+    rows: list[dict] = []
+    if args.resume and args.out.is_file():
+        previous = json.loads(args.out.read_text())
+        if previous.get("settings") == settings:
+            rows = previous["rows"]
+    archs = spread_sample(load_space("default"), args.archs, in_chs=data.in_chs, num_classes=data.num_classes,
+                          input_size=data.input_size, seed=args.seed, pool=40 if args.smoke else 400)
+    t0 = time.perf_counter()
+    for arch in archs:
+        if any(r["arch_hash"] == arch.arch_hash() for r in rows):
+            continue
+        model = build_model(arch)
+        brief = train_arch(arch, data, epochs=args.brief_epochs, seed=args.seed)
+        long = train_arch(arch, data, epochs=args.long_epochs, seed=args.seed)
+        rows.append({"arch_hash": arch.arch_hash(), "summary": arch.summary(), "params": count_params(model),
+                     "macs": count_macs(model, in_chs=data.in_chs, input_size=data.input_size).total,
+                     "brief_acc": brief["val_acc"], "long_acc": long["val_acc"],
+                     "long_acc_per_epoch": long["val_acc_per_epoch"],
+                     "brief_train_s": brief["train_s"], "long_train_s": long["train_s"], "arch": arch.to_dict()})
+        print(f"{len(rows)}/{len(archs)} {arch.summary()}: brief {brief['val_acc']:.3f} long {long['val_acc']:.3f} "
+              f"({brief['train_s'] + long['train_s']:.0f} s)", flush=True)
+        write_json(args.out, {"experiment": "proxy_fidelity", "complete": False, "settings": settings, "rows": rows})
+
+    brief, long = [r["brief_acc"] for r in rows], [r["long_acc"] for r in rows]
+    top = max(1, len(rows) // 4)
+    best_long = set(sorted(range(len(rows)), key=lambda i: -long[i])[:top])
+    best_brief = set(sorted(range(len(rows)), key=lambda i: -brief[i])[:top])
+    result = {
+        "spearman_brief_vs_long": spearman(brief, long),
+        "spearman_brief_vs_long_ci95": bootstrap_ci(brief, long),
+        "kendall_brief_vs_long": kendall(brief, long),
+        # zero-training proxies: "bigger is better" (positive = more MACs, higher accuracy)
+        "spearman_macs_vs_long": spearman([r["macs"] for r in rows], long),
+        "spearman_params_vs_long": spearman([r["params"] for r in rows], long),
+        f"top{top}_overlap": len(best_long & best_brief) / top,
+        "median_brief_acc": statistics.median(brief), "median_long_acc": statistics.median(long),
+        "brief_train_s_total": round(sum(r["brief_train_s"] for r in rows), 1),
+        "long_train_s_total": round(sum(r["long_train_s"] for r in rows), 1),
+        "references": {"reduced_training_proxies_literature": 0.6, "best_zero_cost_proxies_nb201": 0.8},
+    }
+    report = {"experiment": "proxy_fidelity", "complete": True, "settings": settings, "result": result,
+              "wall_s": round(time.perf_counter() - t0, 1), "machine": machine(), "rows": rows}
+    write_json(args.out, report)
+    print(json.dumps({k: v for k, v in result.items() if k != "references"}, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

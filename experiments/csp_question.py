@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from common import REPO, machine, small_cifar10, train_arch, write_json

@@ -154,3 +154,28 @@ def test_resume_after_kill_finishes_budget_without_retraining(tmp_path):
         if row["state"] == "complete":
             assert now["accuracy"] == row["accuracy"]
     assert sorted(front["trial"]) == sorted(out.front["trial"])
+
+
+# ---------------------------------------------------------------- cluster device and GPU share
+
+def test_default_gpu_share_spreads_trials_over_gpus():
+    from cspnas.search.runner import default_gpus_per_trial
+
+    assert default_gpus_per_trial(1, 2) == 0.5  # one GPU, two trials: they share it
+    assert default_gpus_per_trial(4, 4) == 1.0  # one GPU each, not four trials packed on one card
+    assert default_gpus_per_trial(8, 2) == 1.0  # never more than one: a trial trains on one device
+    assert default_gpus_per_trial(2, 8) == 0.25
+    assert default_gpus_per_trial(0, 2) == 0.5  # only used when training on CUDA; no crash at 0
+
+
+def test_cluster_device_follows_the_cluster_not_the_driver():
+    from cspnas.errors import CspnasError
+    from cspnas.search.runner import cluster_train_device
+
+    assert cluster_train_device("auto", 4.0) == "cuda"  # CPU-only head, GPU workers
+    assert cluster_train_device("auto", 0.0) == "cpu"
+    assert cluster_train_device("cuda", 1.0) == "cuda" and cluster_train_device("cpu", 8.0) == "cpu"
+    with pytest.raises(CspnasError, match="no GPUs.*--device cpu"):
+        cluster_train_device("cuda", 0.0)
+    with pytest.raises(CspnasError, match="Ray picks.*--device cuda"):
+        cluster_train_device("cuda:1", 2.0)

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--scheduler", default="none", help="none | asha (early stopping; stopped trials never reach the front)")
     p.add_argument("--concurrency", type=int, default=2, help="trials trained at once (default 2)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="default 1/concurrency on a GPU")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="default min(1, GPUs / concurrency) when training on CUDA")
     p.add_argument("--device", default="auto", help="training device: auto | cpu | cuda (default auto)")
     p.add_argument("--latency-device", default="cpu", help="device latency is measured on (default cpu)")
     p.add_argument("--latency-batch-size", type=int, default=1)

@@ -79,10 +79,34 @@ def _references(settings: SearchSettings, meter: CostMeter, space: SearchSpace, 
     return macs_ref, lat_ref
 
 
-def _resolve_train_device(name: str) -> str:
+def cluster_train_device(name: str, cluster_gpus: float) -> str:
+    """The training device on a joined cluster, judged by the cluster's GPUs, not the driver's:
+    a CPU-only head node with GPU workers must still train on CUDA."""
+    if name == "auto":
+        return "cuda" if cluster_gpus > 0 else "cpu"
+    if name.startswith("cuda") and cluster_gpus <= 0:
+        raise CspnasError(f"--device {name}: the Ray cluster has no GPUs; use --device cpu or add GPU nodes")
+    if name.startswith("cuda:"):  # Ray assigns each trial its GPU(s); an index would bypass that
+        raise CspnasError(f"--device {name}: on a cluster Ray picks each trial's GPU; use --device cuda")
+    if name not in ("cpu", "cuda"):
+        raise CspnasError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'auto'")
+    return name
+
+
+def default_gpus_per_trial(total_gpus: float, concurrency: int) -> float:
+    """GPU share of one trial when --gpus-per-trial is not given: spread `concurrency` trials over
+    all GPUs, sharing a GPU only when there are more trials than GPUs (never more than 1)."""
+    return min(1.0, max(total_gpus, 1.0) / concurrency)
+
+
+def _resolve_train_device(settings: SearchSettings) -> str:
+    if settings.address:  # Ray is already joined (run_search joins before anything else)
+        import ray
+
+        return cluster_train_device(settings.device, float(ray.cluster_resources().get("GPU", 0)))
     from cspnas.train import resolve_device
 
-    return str(resolve_device(name))
+    return str(resolve_device(settings.device))
 
 
 # -- the search -------------------------------------------------------------------------------------
@@ -112,7 +136,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
 
     data = load_dataset(settings.dataset, settings.data_dir, val_fraction=settings.val_fraction,
                         split_seed=settings.seed, train_subset=settings.train_subset)
-    train_device = _resolve_train_device(settings.device)
+    train_device = _resolve_train_device(settings)
     input_size = settings.latency_input_size or data.input_size
     latency = LatencySettings(device=settings.latency_device, batch_size=settings.latency_batch_size,
                               in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
@@ -192,10 +216,13 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
     if settings.scheduler == "asha":
         scheduler = ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.epochs,
                                   grace_period=1, reduction_factor=2)
+    start_ray(settings)
     resources = {"cpu": settings.cpus_per_trial}
     if on_gpu:
-        resources["gpu"] = settings.gpus_per_trial or 1.0 / settings.concurrency
-    start_ray(settings)
+        import ray
+
+        resources["gpu"] = settings.gpus_per_trial or default_gpus_per_trial(
+            float(ray.cluster_resources().get("GPU", 0)), settings.concurrency)
     with progress:
         if closed:
             progress.log(f"resume: trial(s) {closed} were interrupted; their architectures are re-queued")

@@ -2,7 +2,6 @@
 or retrained, and trials.csv / pareto.csv / study.db consistent with each other."""
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import optuna
 import pandas as pd
 import pytest
 import yaml
+from process_group import run_in_group
 
 from cspnas.results.pareto import compute_front, default_objectives
 from cspnas.search.runner import open_storage, run_search
@@ -45,14 +45,9 @@ def test_kill_then_resume(tmp_path, point):
     cmd = [sys.executable, "-m", "cspnas.cli", "search", "--budget", str(BUDGET), "--epochs", "1",
            "--name", "run", "--results-dir", str(tmp_path), "--device", "cpu", "--sampler", "random",
            "--no-dashboard", "--concurrency", "2"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "CSPNAS_KILL_AT": point}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, err = proc.communicate(timeout=300)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever Ray left behind
-    except ProcessLookupError:
-        pass
-    assert proc.returncode == -signal.SIGKILL, f"the driver was not killed at {point}: {err[-1500:]}"
+    proc = run_in_group(cmd, timeout=300, what=f"the search to be killed at {point}",
+                        env={**os.environ, "CSPNAS_KILL_AT": point})
+    assert proc.returncode == -signal.SIGKILL, f"the driver was not killed at {point}: {proc.stderr[-1500:]}"
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "study.db").is_file()  # the run exists whole
     before = snapshot(run)

@@ -10,14 +10,13 @@ the Ray worker at the end of a trial's first epoch (of two, so mid-training):
 One search (the CLI, in a subprocess so its Ray workers inherit the variable) serves every test.
 """
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from process_group import run_in_group
 
 from cspnas.search.runner import open_storage
 
@@ -34,20 +33,10 @@ def faulty_run(tmp_path_factory):
     cmd = [sys.executable, "-m", "cspnas.cli", "search", "--budget", str(BUDGET), "--epochs", "2",
            "--name", "run", "--results-dir", str(root), "--device", "cpu", "--sampler", "random",
            "--concurrency", "2", "--keep-weights", "none", "--no-dashboard"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "CSPNAS_TEST_FAULT": FAULTS}, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=420)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the search hung after injected faults: {err[-2000:]}")
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever Ray left behind
-        except ProcessLookupError:
-            pass
-    assert proc.returncode == 0, err[-3000:]
+    proc = run_in_group(cmd, timeout=420, what="the search with injected faults",
+                        env={**os.environ, "CSPNAS_TEST_FAULT": FAULTS})
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]
     run = root / "run"
     trials = pd.read_csv(run / "trials.csv").set_index("trial")
     return run, trials, out

@@ -4,14 +4,12 @@ without deadlock (the latency gate with eight trainers, SQLite writes) and witho
 The search runs as the CLI in a subprocess with a wall-clock limit, so a deadlock fails the
 test instead of hanging CI.
 """
-import os
-import signal
-import subprocess
 import sys
 
 import optuna
 import pandas as pd
 import pytest
+from process_group import run_in_group
 
 from cspnas.search.runner import open_storage
 
@@ -36,19 +34,8 @@ def test_concurrency_8_completes_without_deadlock_or_lost_trials(tmp_path):
     cmd = [sys.executable, "-m", "cspnas.cli", "search", "--budget", str(BUDGET), "--epochs", "1",
            "--concurrency", str(CONCURRENCY), "--cpus-per-trial", "0.25", "--sampler", "random",
            "--name", "load", "--results-dir", str(tmp_path), "--device", "cpu", "--no-dashboard"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = proc.communicate(timeout=LIMIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-        pytest.fail(f"--concurrency {CONCURRENCY} did not finish within {LIMIT_S} s (deadlock?): {err[-2000:]}")
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever Ray left behind
-        except ProcessLookupError:
-            pass
-    assert proc.returncode == 0, err[-3000:]
+    proc = run_in_group(cmd, timeout=LIMIT_S, what=f"--concurrency {CONCURRENCY} (deadlock?)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
     run = tmp_path / "load"
     trials = pd.read_csv(run / "trials.csv")

@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("cspnas") is None:  # allow running from a plain checkout
     sys.path.insert(0, str(REPO))
 
-SHARED_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+# the project's read-only data folder beside the checkout; CSPNAS_CIFAR10_JPEG names another copy
+SHARED_TARBALL = Path(os.environ.get("CSPNAS_CIFAR10_JPEG", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
 CACHE = REPO / ".cache"
 
 

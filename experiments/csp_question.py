@@ -10,7 +10,8 @@ latency (batch 1, 1 thread, float32, the search's default) and validation accura
 
 Data: reduced CIFAR-10 (16x16, see experiments/common.py), ``--train-subset`` training images,
 2,000 validation images (val_fraction 0.2). Partial results are written after every training
-run; ``--resume`` continues an interrupted run.
+run; ``--resume`` continues an interrupted run; ``--check VARIANT...`` re-trains variants and
+compares with the committed file.
 
     python experiments/csp_question.py                   # results/benchmarks/csp_question.json
     python experiments/csp_question.py --smoke --out /tmp/c.json
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -28,9 +30,10 @@ from common import REPO, machine, small_cifar10, train_arch, write_json
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency
 from cspnas.data import load_dataset
 from cspnas.models import build_model
-from cspnas.space import ArchConfig, StageConfig, StemConfig
+from cspnas.space import ArchConfig, StageConfig, StemConfig, arch_from_dict
 
 DEPTHS, STRIDES = (1, 2, 2), (1, 2, 2)
+CHECK_TOLERANCE = 0.01  # 20 of 2,000 validation answers: rounding on another CPU or thread count
 
 
 def skeleton(widths: tuple[int, ...], stem: int, stage_type: str, split: float, in_chs: int,
@@ -63,6 +66,26 @@ def variants(widths: tuple[int, ...], stem: int, in_chs: int, num_classes: int, 
     return out
 
 
+def check(args, settings: dict, data) -> dict:
+    """Does this machine reproduce the committed accuracies (seed 0) of the named variants?"""
+    committed = json.loads(args.out.read_text())
+    if committed["settings"] != settings:
+        sys.exit(f"{args.out} was made with other settings; run with those to check it")
+    unknown = sorted(set(args.check) - set(committed["rows"]))
+    if unknown:
+        sys.exit(f"--check {' '.join(unknown)}: no such variant; choose from {', '.join(committed['rows'])}")
+    mismatches = 0
+    for name in args.check:
+        row = committed["rows"][name]
+        again = train_arch(arch_from_dict(row["arch"]), data, epochs=args.epochs, seed=0)["val_acc"]
+        ok = abs(again - row["acc"]["0"]) <= CHECK_TOLERANCE
+        mismatches += not ok
+        print(f"{name}: committed {row['acc']['0']:.3f}, now {again:.3f} {'ok' if ok else 'MISMATCH'}")
+    if mismatches:
+        sys.exit(1)
+    return committed
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", default="32,64,128", help="stage widths")
@@ -72,6 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--train-subset", type=int, default=2000)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="digits, tiny widths, 1 epoch, 1 seed")
+    ap.add_argument("--check", nargs="+", metavar="VARIANT", default=None,
+                    help="re-train these variants (seed 0) and compare with --out (exit 1 on a mismatch); "
+                         "writes nothing")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "csp_question.json")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -88,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "latency": "cpu, batch 1, 1 thread, float32, median of >= 0.1 s of timed runs"}
     settings = json.loads(json.dumps(settings))  # tuples -> lists, to compare with a resumed file
 
+    if args.check:
+        return check(args, settings, data)
     archs = variants(widths, args.stem, data.in_chs, data.num_classes, data.input_size)
     rows: dict[str, dict] = {}
     if args.resume and args.out.is_file():

@@ -9,7 +9,8 @@ MACs and parameter count alone (zero-training proxies) rank the long-training ac
 
 Data: reduced CIFAR-10 (16x16, see experiments/common.py), ``--train-subset`` training images,
 1,000 validation images. Partial results are written after every architecture; ``--resume``
-continues an interrupted run with the same settings.
+continues an interrupted run with the same settings; ``--check N`` re-trains the first N
+architectures briefly and compares with the committed file.
 
     python experiments/proxy_fidelity.py                  # results/benchmarks/proxy_fidelity.json
     python experiments/proxy_fidelity.py --smoke --out /tmp/p.json
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +30,28 @@ from common import REPO, bootstrap_ci, kendall, machine, small_cifar10, spearman
 from cspnas.cost import count_macs, count_params
 from cspnas.data import load_dataset
 from cspnas.models import build_model
+from cspnas.space import arch_from_dict
 from cspnas.space.searchspace import load_space
+
+# Same seed and data give the same training on this machine; another CPU or thread count may
+# round differently and flip a few of the 1,000 validation answers.
+CHECK_TOLERANCE = 0.01
+
+
+def check(args, settings: dict, data) -> dict:
+    """Does this machine reproduce the committed brief-training accuracies?"""
+    committed = json.loads(args.out.read_text())
+    if committed["settings"] != settings:
+        sys.exit(f"{args.out} was made with other settings; run with those to check it")
+    mismatches = 0
+    for row in committed["rows"][:args.check]:
+        again = train_arch(arch_from_dict(row["arch"]), data, epochs=args.brief_epochs, seed=args.seed)["val_acc"]
+        ok = abs(again - row["brief_acc"]) <= CHECK_TOLERANCE
+        mismatches += not ok
+        print(f"{row['summary']}: committed {row['brief_acc']:.3f}, now {again:.3f} {'ok' if ok else 'MISMATCH'}")
+    if mismatches:
+        sys.exit(1)
+    return committed
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -40,6 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="architecture draw, data split and training seed")
     ap.add_argument("--resume", action="store_true", help="skip architectures already in --out (same settings)")
     ap.add_argument("--smoke", action="store_true", help="digits, 3 archs, 1 vs 2 epochs")
+    ap.add_argument("--check", type=int, metavar="N", default=0,
+                    help="re-train the first N architectures of --out briefly and compare with the file "
+                         "(exit 1 on a mismatch); writes nothing")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "proxy_fidelity.json")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -55,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "data_summary": data.summary(), "train": "cspnas TrainConfig defaults (batch 128, lr 0.2, "
                 "SGD nesterov, label smoothing 0.1, warmup 0.5 epoch, linear decay), cpu"}
 
+    if args.check:
+        return check(args, settings, data)
     rows: list[dict] = []
     if args.resume and args.out.is_file():
         previous = json.loads(args.out.read_text())

@@ -184,3 +184,27 @@ def test_gpu_check_without_cuda_exits_2(tmp_path: Path):
     assert len(lines) == 1 and "no CUDA device" in lines[0] and "--smoke" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- committed results reproduce
+
+CIFAR = Path(os.environ.get("CSPNAS_CIFAR10_JPEG", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+needs_cifar = pytest.mark.skipif(not CIFAR.is_file() and not (REPO / ".cache" / "cifar10-jpeg").is_dir(),
+                                 reason="CIFAR-10 JPEGs (../shared/data) not available")
+
+
+@pytest.mark.slow
+@needs_cifar
+def test_committed_proxy_fidelity_reproduces():
+    """Re-train the smallest committed architecture briefly: same accuracy as in the committed file."""
+    proc = run_script("proxy_fidelity.py", "--check", "1", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" ok") == 1
+
+
+@pytest.mark.slow
+@needs_cifar
+def test_committed_csp_question_reproduces():
+    proc = run_script("csp_question.py", "--check", "fusion_last@0.25", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "fusion_last@0.25: committed" in proc.stdout and proc.stdout.rstrip().endswith("ok")

@@ -7,10 +7,11 @@ three conditions, run one after another:
 
 * ``quiet``: nothing else of ours runs (other processes on the machine still count: see the
   load averages recorded before and after each condition);
-* ``loaded``: a training job runs in a separate process (cspnas.train.train of a small CNN on
-  the bundled digits data, torch threads 1, epoch after epoch until killed) while we measure;
-* ``loaded_gated``: the same job, but it holds a MeasureGate and calls its trainer pass between
-  steps, and every measure_latency call runs inside ``gate.exclusive()``: exactly how
+* ``loaded``: ``--load-jobs`` training processes (default: one per core, like a search with
+  --concurrency = cores; each cspnas.train.train of a small CNN on the bundled digits data,
+  torch threads 1, epoch after epoch until killed) run while we measure;
+* ``loaded_gated``: the same jobs, but they share a MeasureGate and call its trainer pass
+  between steps, and every measure_latency call runs inside ``gate.exclusive()``: exactly how
   ``cspnas search`` measures candidates while trials train.
 
 Each condition makes two full passes over the architectures, each pass in its own shuffled
@@ -27,6 +28,7 @@ gated condition it shows how much training the gate holds back).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -51,8 +53,6 @@ def load_worker(ready: Path, status: Path, gate_dir: str | None, max_seconds: fl
     Writes ``ready`` after its first optimizer step and the running step count to ``status``
     (at most every 0.5 s). Exits by itself if its parent dies or after ``max_seconds``.
     """
-    import contextlib
-
     import torch
     from torch import nn
 
@@ -101,10 +101,9 @@ def load_worker(ready: Path, status: Path, gate_dir: str | None, max_seconds: fl
 class LoadJob:
     """The training job as a context manager: started, confirmed training, and always killed."""
 
-    def __init__(self, workdir: Path, gated: bool, max_seconds: float, ready_timeout_s: float = 120.0):
-        self.workdir, self.gated = workdir, gated
+    def __init__(self, workdir: Path, gate_dir: Path | None, max_seconds: float, ready_timeout_s: float = 120.0):
+        self.workdir, self.gate_dir = workdir, gate_dir
         self.ready, self.status, self.log = workdir / "ready", workdir / "status", workdir / "worker.log"
-        self.gate_dir = workdir / "locks" if gated else None
         self.max_seconds, self.ready_timeout_s = max_seconds, ready_timeout_s
         self.proc: subprocess.Popen | None = None
 
@@ -162,8 +161,6 @@ class LoadJob:
 # -- measuring ---------------------------------------------------------------------------------------
 
 def measure_pass(models: dict, order: list[str], settings, gate) -> dict[str, dict]:
-    import contextlib
-
     from cspnas.cost import measure_latency
 
     out = {}
@@ -214,6 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--min-run-time", type=float, default=0.1, help="timing budget per measurement, s "
                     "(the search's default latency_min_run_time_s)")
     ap.add_argument("--seed", type=int, default=0, help="architecture draw and pass orders")
+    ap.add_argument("--load-jobs", type=int, default=os.cpu_count() or 1,
+                    help="training processes (1 thread each) in the loaded conditions; default one per core, "
+                         "as a search with --concurrency = cores")
     ap.add_argument("--smoke", action="store_true", help="4 archs from a pool of 20, 0.02 s timing budget")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "latency_quality.json")
     # the training job runs this script again with these (not for direct use)
@@ -267,20 +267,27 @@ def main(argv: list[str] | None = None) -> dict:
                 passes[name] = [measure_pass(models, o, settings, None) for o in orders]
             else:
                 gated = name == "loaded_gated"
-                workdir = Path(tmp) / name
-                workdir.mkdir()
-                with LoadJob(workdir, gated, job_limit_s) as job:
-                    time.sleep(0.6)  # let the first status line land
-                    s0, m0 = job.steps(), time.time()
-                    gate = MeasureGate(job.gate_dir) if gated else None
+                gate_dir = Path(tmp) / name / "locks" if gated else None  # one gate, as in a search
+                with contextlib.ExitStack() as stack:
+                    jobs = []
+                    for i in range(args.load_jobs):
+                        workdir = Path(tmp) / name / f"job{i}"
+                        workdir.mkdir(parents=True)
+                        jobs.append(stack.enter_context(LoadJob(workdir, gate_dir, job_limit_s)))
+                    time.sleep(0.6)  # let the first status lines land
+                    s0, m0 = [job.steps() for job in jobs], time.time()
+                    gate = MeasureGate(gate_dir) if gated else None
                     passes[name] = [measure_pass(models, o, settings, gate) for o in orders]
                     time.sleep(0.6)
-                    s1, m1 = job.steps(), time.time()
-                    if not job.alive():
-                        raise RuntimeError(f"training job died during {name}:\n{job.log.read_text()[-2000:]}")
-                if s0 and s1 and s1[1] > s0[1]:
-                    job_steps = {"steps": s1[0] - s0[0], "seconds": round(s1[1] - s0[1], 2),
-                                 "steps_per_s": round((s1[0] - s0[0]) / (s1[1] - s0[1]), 1),
+                    s1, m1 = [job.steps() for job in jobs], time.time()
+                    for job in jobs:
+                        if not job.alive():
+                            raise RuntimeError(f"training job died during {name}:\n{job.log.read_text()[-2000:]}")
+                if all(s0) and all(s1):
+                    steps = sum(b[0] - a[0] for a, b in zip(s0, s1))
+                    seconds = statistics.mean(b[1] - a[1] for a, b in zip(s0, s1))
+                    job_steps = {"jobs": len(jobs), "steps": steps, "seconds": round(seconds, 2),
+                                 "steps_per_s": round(steps / seconds, 1) if seconds > 0 else None,
                                  "measuring_seconds": round(m1 - m0, 2)}
             summary = summarize(passes[name], hashes)
             summary.update({"wall_s": round(time.monotonic() - t0, 2),
@@ -312,9 +319,11 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"archs": len(hashes), "requested_archs": args.archs, "pool": args.pool, "seed": args.seed,
                      "space": "default", "smoke": args.smoke, "conditions": list(CONDITIONS),
                      "passes_per_condition": 2, "latency": settings.to_dict(),
-                     "load_job": "separate process: cspnas.train.train of a 3-conv CNN on digits, torch threads 1, "
-                                 "epoch after epoch; loaded_gated: it holds a MeasureGate and calls its pass "
-                                 "every step, and each measure_latency runs inside gate.exclusive()",
+                     "load_jobs": args.load_jobs,
+                     "load_job": "separate processes (--load-jobs): cspnas.train.train of a 3-conv CNN on digits, "
+                                 "torch threads 1 each, epoch after epoch; loaded_gated: they share one MeasureGate "
+                                 "and call its pass every step, and each measure_latency runs inside "
+                                 "gate.exclusive() (the search's mode)",
                      "wall_s": round(time.monotonic() - t_start, 1)},
         "machine": machine(),
         "conditions": conditions,

@@ -18,7 +18,14 @@ def _scale(lo: float, hi: float, a: float, b: float):
 
 
 def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    return [lo + i * (hi - lo) / (n - 1) for i in range(n)]
+    """Round tick values (1, 2 or 5 x 10^k apart) inside [lo, hi]."""
+    import math
+
+    raw = (hi - lo) / (n - 1) or 1.0
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def chart(path: Path, series: dict[str, list[tuple[float, float]]], *, title: str, xlabel: str, ylabel: str,

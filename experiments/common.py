@@ -153,6 +153,28 @@ def train_arch(arch, data, *, epochs: int, seed: int = 0, **overrides) -> dict:
             "train_s": round(time.perf_counter() - t0, 2)}
 
 
+def committed_report(path: Path, settings: dict) -> dict:
+    """The committed result file, if it was made with ``settings`` (else exit with one line)."""
+    committed = json.loads(path.read_text())
+    if committed["settings"] != settings:
+        sys.exit(f"{path} was made with other settings; run with those to check it")
+    return committed
+
+
+def check_reproduces(cases, tolerance: float) -> None:
+    """For each (label, committed accuracy, re-run function): re-run, print both, and exit 1 if any
+    differs by more than ``tolerance`` (same seed and data are deterministic on one machine;
+    another CPU or thread count may round differently and flip a few validation answers)."""
+    mismatches = 0
+    for label, committed, rerun in cases:
+        again = rerun()
+        ok = abs(again - committed) <= tolerance
+        mismatches += not ok
+        print(f"{label}: committed {committed:.3f}, now {again:.3f} {'ok' if ok else 'MISMATCH'}")
+    if mismatches:
+        sys.exit(1)
+
+
 def spread_sample(space, n: int, *, in_chs: int, num_classes: int, input_size: int, seed: int = 0,
                   pool: int = 400) -> list:
     """``n`` distinct architectures spread over the space: draw ``pool`` with Optuna's

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, machine, small_cifar10, train_arch, write_json
+from common import REPO, check_reproduces, committed_report, machine, small_cifar10, train_arch, write_json
 
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency
 from cspnas.data import load_dataset
@@ -68,21 +68,17 @@ def variants(widths: tuple[int, ...], stem: int, in_chs: int, num_classes: int, 
 
 def check(args, settings: dict, data) -> dict:
     """Does this machine reproduce the committed accuracies (seed 0) of the named variants?"""
-    committed = json.loads(args.out.read_text())
-    if committed["settings"] != settings:
-        sys.exit(f"{args.out} was made with other settings; run with those to check it")
+    committed = committed_report(args.out, settings)
     unknown = sorted(set(args.check) - set(committed["rows"]))
     if unknown:
         sys.exit(f"--check {' '.join(unknown)}: no such variant; choose from {', '.join(committed['rows'])}")
-    mismatches = 0
-    for name in args.check:
-        row = committed["rows"][name]
-        again = train_arch(arch_from_dict(row["arch"]), data, epochs=args.epochs, seed=0)["val_acc"]
-        ok = abs(again - row["acc"]["0"]) <= CHECK_TOLERANCE
-        mismatches += not ok
-        print(f"{name}: committed {row['acc']['0']:.3f}, now {again:.3f} {'ok' if ok else 'MISMATCH'}")
-    if mismatches:
-        sys.exit(1)
+    rows = committed["rows"]
+
+    def rerun(name: str) -> float:
+        return train_arch(arch_from_dict(rows[name]["arch"]), data, epochs=args.epochs, seed=0)["val_acc"]
+
+    check_reproduces([(name, rows[name]["acc"]["0"], lambda name=name: rerun(name)) for name in args.check],
+                     CHECK_TOLERANCE)
     return committed
 
 

@@ -6,7 +6,9 @@ input pipeline:
 
 * cspnas.train.train: uint8 data on the device, crop+flip for a whole batch in one gather;
 * conventional: a Dataset whose __getitem__ normalises, reflect-pads, randomly crops and flips
-  one image with torch ops, batched by torch.utils.data.DataLoader (``--workers`` processes).
+  one image with torch ops, batched by torch.utils.data.DataLoader (``--workers`` processes);
+  with ``--device cuda`` batches go to the GPU from pinned memory, and both loops use the same
+  bf16 autocast and channels_last (TrainConfig's defaults), so only the input pipeline differs.
 
 images/s counts training steps only (evaluation excluded) for both. Other processes on the
 machine add noise, so both run once untimed on a few batches (one-time setup), then
@@ -17,6 +19,7 @@ Run from the repository root, e.g. ``python experiments/bench_train_throughput.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -73,9 +76,14 @@ class PerSampleDataset(Dataset):
 
 
 def conventional_train(model: nn.Module, data: ImageData, cfg: TrainConfig, workers: int) -> dict:
+    device = torch.device(cfg.device)
+    on_cuda = device.type == "cuda"
+    channels_last = on_cuda and cfg.channels_last
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and cfg.bf16 else contextlib.nullcontext()
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     loader = DataLoader(PerSampleDataset(data, cfg.crop_padding(data.input_size)), batch_size=cfg.batch_size,
                         shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+                        pin_memory=on_cuda, generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                 weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -86,15 +94,21 @@ def conventional_train(model: nn.Module, data: ImageData, cfg: TrainConfig, work
         model.train()
         start = time.perf_counter()
         for xb, yb in loader:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, warmup, cfg.lr)
-            loss = loss_fn(model(xb), yb)
+            with autocast:
+                loss = loss_fn(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
+        if on_cuda:
+            torch.cuda.synchronize()  # the GPU may still be working through queued steps
         seconds = time.perf_counter() - start
-        acc = evaluate(model, data.val_x, data.val_y, mean=data.mean, std=data.std)
+        acc = evaluate(model, data.val_x, data.val_y, mean=data.mean, std=data.std, device=device, bf16=cfg.bf16)
         images = len(loader) * cfg.batch_size
         epochs.append({"images_per_s": images / seconds, "train_seconds": seconds, "val_acc": acc})
     train_s = sum(e["train_seconds"] for e in epochs)
@@ -154,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for the conventional loop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 + channels_last on CUDA, both loops)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per loop (median is reported)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_dir, cache_dir=args.cache_dir, train_subset=args.train_subset)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device="cpu")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, device=args.device)
     load_before = os.getloadavg()[0]
     ours_runs, theirs_runs = run_both(data, cfg, args.workers, args.repeats)
     ours, theirs = summarize(ours_runs), summarize(theirs_runs)
@@ -179,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
                      "crop_pad": cfg.crop_padding(data.input_size), "hflip": data.hflip},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "torch": torch.__version__, "device": "cpu",
+                    "python": platform.python_version(), "torch": torch.__version__, "device": args.device,
+                    "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
                     "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
         "cspnas": ours,
         "conventional": theirs,

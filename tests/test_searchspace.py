@@ -113,3 +113,21 @@ def test_bundled_spaces_ship_in_a_non_editable_install(tmp_path):
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(load_space("default").size()), str(load_space("edge").size())]
+
+
+def test_bundled_spaces_found_from_a_plain_checkout(tmp_path):
+    """Experiments run from a checkout on PYTHONPATH, not installed: the YAMLs beside cspnas/ are used.
+
+    ``-S`` skips site-packages' .pth files, so the editable install's import hook is not there;
+    only yaml's folder is put on the path.
+    """
+    import yaml
+
+    code = ("import cspnas, sys; from cspnas.space.searchspace import bundled_spaces, load_space; "
+            "assert cspnas.__file__.startswith(sys.argv[1]), cspnas.__file__; "
+            "print(sorted(bundled_spaces()), load_space('default').size())")
+    path = [str(REPO), str(Path(yaml.__file__).parents[1])]
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(REPO)], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": ":".join(path), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["['default',", "'edge']", str(load_space("default").size())]

@@ -200,7 +200,10 @@ _TOP_KEYS = {"name", "description", "stem", "stages", "per_stage", "network"}
 
 
 def bundled_spaces() -> dict[str, Path]:
-    root = resources.files("cspnas.search_spaces")
+    try:
+        root = resources.files("cspnas.search_spaces")
+    except ModuleNotFoundError:  # a plain checkout on PYTHONPATH, not installed: the YAMLs sit beside cspnas/
+        root = Path(__file__).resolve().parents[2] / "search_spaces"
     return {p.name.removesuffix(".yaml"): Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
 
 

@@ -142,6 +142,7 @@ def test_resume_after_kill_finishes_budget_without_retraining(tmp_path):
         proc.wait()
     before = pd.read_csv(run / "trials.csv")
     done_before = before[before["state"].isin(FINAL)].set_index("trial")
+    assert not (run / "dashboard.html").exists(), "--no-dashboard, yet the live dashboard was written"
 
     out = run_search(resume=run, live=False)
     trials, front, study = load(run)

@@ -112,9 +112,11 @@ def _resolve_train_device(settings: SearchSettings) -> str:
 # -- the search -------------------------------------------------------------------------------------
 
 def run_search(settings: SearchSettings | None = None, *, resume: str | Path | None = None,
-               budget: int | None = None, live: bool | None = None, preflight: bool = True) -> SearchOutcome:
+               budget: int | None = None, live: bool | None = None, preflight: bool = True,
+               dashboard: bool = True) -> SearchOutcome:
     """Search (or resume RUN) to the budget. `preflight=False` skips the check that the hard limits
-    can be met at all (see preflight.check_constraints_reachable), e.g. to benchmark an all-infeasible search."""
+    can be met at all (see preflight.check_constraints_reachable), e.g. to benchmark an all-infeasible search.
+    `dashboard=False` (the CLI's --no-dashboard) never writes RUN/dashboard.html, not even while searching."""
     t0 = time.monotonic()
     if resume is not None:
         run_dir = Path(resume)
@@ -167,10 +169,11 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     meter.remember(study)
     started_done = count_final(study)
     return _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed,
-                 started_done, live, t0)
+                 started_done, live, dashboard, t0)
 
 
-def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live, t0):
+def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live,
+          dashboard, t0):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -205,7 +208,8 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
         if _prune_weights(run_dir, trials, front, settings.keep_weights):
             trials, front, hv = write_tables(searcher.study, run_dir, config)
         state.update(front=front, hv=hv, trials=trials)
-        _refresh_dashboard(run_dir, trials, state)
+        if dashboard:
+            _refresh_dashboard(run_dir, trials, state)
         progress.update(_status(trials, front, hv, settings.budget, len(ctx.running), time.monotonic() - t0))
 
     ctx = SearchContext(settings=settings, space=space, in_chs=data.in_chs, num_classes=data.num_classes,

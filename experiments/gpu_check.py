@@ -5,7 +5,7 @@ Three parts, on one GPU, within ``--max-minutes`` (default 8) in all:
 1. training throughput of the proxy trainer (cspnas.train.train, as a search trial trains) with
    bf16 autocast + channels_last (TrainConfig's defaults, which only act on CUDA) vs plain fp32,
    for ``--archs`` default-space architectures (smallest and largest MACs of a random pool) on
-   reduced CIFAR-10 (experiments/common.py small_cifar10: 16x16, ``--train-subset`` images);
+   reduced CIFAR-10 (experiments/common.py small_cifar10: 16x16 or ``--image-size``, ``--train-subset`` images);
    each mode runs once untimed on two batches, then ``--repeats`` times in alternating order;
 2. CUDA latency (cspnas.cost.measure_latency, LatencySettings(device="cuda")) in float32 and
    bfloat16, batch 1 and 32: those architectures at 32x32, and the cspresnet50 preset at 224x224;
@@ -70,15 +70,16 @@ def resolve_data(args) -> tuple[str, Path | None, int | None, str]:
         src = Path(args.data_dir).expanduser()
         if not ((src / "train").is_dir() and (src / "test").is_dir()):
             sys.exit(f"--data-dir {src}: expected an extracted cifar10-jpeg folder with train/ and test/ inside")
-        folder = small_cifar10(source=src)
+        folder = small_cifar10(size=args.image_size, source=src)
     else:
         try:
-            folder = small_cifar10()
+            folder = small_cifar10(size=args.image_size)
         except SystemExit as e:  # no tarball, no extracted copy: say so and carry on with digits
             note = f"CIFAR-10 not available ({e}); FALLING BACK to the bundled digits data (8x8 grey)"
             print(f"gpu_check: {note}", flush=True)
             return "digits", None, None, note
-    return "folder", folder, args.train_subset, f"CIFAR-10 reduced: {folder.name} (16x16 PNG), see experiments/common.py"
+    return ("folder", folder, args.train_subset,
+            f"CIFAR-10 reduced: {folder.name} ({args.image_size}x{args.image_size} PNG), see experiments/common.py")
 
 
 # -- part 1: training throughput ---------------------------------------------------------------------
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None, help="extracted cifar10-jpeg folder, if ../shared/data is not there")
     ap.add_argument("--train-subset", type=int, default=5000)
+    ap.add_argument("--image-size", type=int, default=16, help="CIFAR-10 reduced to this size (32 = original)")
     ap.add_argument("--archs", type=int, default=2, help="default-space architectures (spread over MACs)")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per training run and per search trial")
     ap.add_argument("--repeats", type=int, default=2, help="timed training runs per mode")
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "gpu_check", "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine()),
         "settings": {"smoke": args.smoke, "max_minutes": args.max_minutes, "data": data_note,
+                     "image_size": None if dataset == "digits" else args.image_size,
                      "data_summary": data.summary(), "train_subset": subset, "archs": args.archs,
                      "epochs": args.epochs, "repeats": args.repeats, "budget": args.budget,
                      "concurrency": args.concurrency, "modes": MODES,

@@ -229,6 +229,8 @@ CASES = [
     case("search-max-macs-garbage", SEARCH + "--max-macs lots", "'lots'", "k/M/G suffix"),
     case("search-max-params-5Q", SEARCH + "--max-params 5Q", "'5Q'", "e.g. 300M"),
     case("search-sampler-foo", SEARCH + "--sampler foo", ["--sampler", "'foo'"], "tpe, nsga2, random, qmc"),
+    case("search-train-precision-fp16", SEARCH + "--train-precision fp16", ["--train-precision", "'fp16'"],
+         "fp32, bf16"),
     case("search-scheduler-foo", SEARCH + "--scheduler foo", ["--scheduler", "'foo'"], "none, asha"),
     case("search-keep-weights-sometimes", SEARCH + "--keep-weights sometimes", ["--keep-weights", "'sometimes'"],
          "front, all or none"),

@@ -180,3 +180,20 @@ def test_cluster_device_follows_the_cluster_not_the_driver():
         cluster_train_device("cuda", 0.0)
     with pytest.raises(CspnasError, match="Ray picks.*--device cuda"):
         cluster_train_device("cuda:1", 2.0)
+
+
+@pytest.mark.parametrize("flags, bf16", [([], False), (["--train-precision", "bf16"], True),
+                                         (["--train-precision", "fp32"], False)])
+def test_train_precision_reaches_every_trial_and_survives_resume(flags, bf16):
+    """--train-precision (default fp32) sets bf16 autocast + channels_last for the trials' TrainConfig,
+    and is stored with the run's settings so a resumed search trains the same way."""
+    from cspnas.cli import build_parser
+    from cspnas.commands.search_cmd import _settings
+    from cspnas.search.runner import trial_train_config
+    from cspnas.train import TrainConfig
+
+    settings = _settings(build_parser().parse_args(["search", "--name", "p", *flags]))
+    cfg = TrainConfig(**trial_train_config(settings, "cuda"))
+    assert (cfg.bf16, cfg.channels_last) == (bf16, bf16)
+    resumed = SearchSettings.from_dict(yaml.safe_load(yaml.safe_dump(settings.to_dict())))
+    assert trial_train_config(resumed, "cuda") == trial_train_config(settings, "cuda")

@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=None, help="default min(1, GPUs / concurrency) when training on CUDA")
     p.add_argument("--device", default="auto", help="training device: auto | cpu | cuda (default auto)")
+    p.add_argument("--train-precision", default="fp32",
+                   help="fp32 | bf16 (autocast + channels_last) for training on CUDA (default fp32: faster for "
+                        "brief trainings of small models, see README Performance)")
     p.add_argument("--latency-device", default="cpu", help="device latency is measured on (default cpu)")
     p.add_argument("--latency-batch-size", type=int, default=1)
     p.add_argument("--latency-threads", type=int, default=1)
@@ -60,7 +63,7 @@ def _settings(args):
         name=name, results_dir=args.results_dir, space=args.space, dataset=args.dataset, data_dir=args.data_dir,
         train_subset=args.train_subset, budget=args.budget if args.budget is not None else 50, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, concurrency=args.concurrency, sampler=args.sampler,
-        scheduler=args.scheduler, seed=args.seed, device=args.device, cpus_per_trial=args.cpus_per_trial,
+        scheduler=args.scheduler, seed=args.seed, device=args.device, train_precision=args.train_precision, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, constraints=constraints, latency_device=args.latency_device,
         latency_batch_size=args.latency_batch_size, latency_threads=args.latency_threads,
         latency_dtype=args.latency_dtype, latency_input_size=args.latency_input_size,

@@ -24,7 +24,7 @@ from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.progress import Progress, Status
 from cspnas.search.ray_session import start_ray
 from cspnas.search.records import write_tables
-from cspnas.search.settings import SearchSettings
+from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings
 from cspnas.search.store import (STUDY_NAME, create_run_dir, new_config, open_storage, prepare_run, read_config,
                                  write_yaml_atomic)
 from cspnas.space import ArchConfig, StageConfig, StemConfig
@@ -172,6 +172,12 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                  started_done, live, dashboard, t0)
 
 
+def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str, Any]:
+    """TrainConfig keyword arguments for every trial of this search."""
+    return {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
+            "seed": settings.seed, "device": train_device, **TRAIN_PRECISIONS[settings.train_precision]}
+
+
 def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live,
           dashboard, t0):
     from ray import tune
@@ -183,8 +189,7 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
 
     on_gpu = train_device.startswith("cuda")
     threads = max(1, int(settings.cpus_per_trial))
-    train_cfg = {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
-                 "seed": settings.seed, "device": train_device}
+    train_cfg = trial_train_config(settings, train_device)
     # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
     data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
     data_spec = {"name": settings.dataset, "data_dir": data_dir, "val_fraction": settings.val_fraction,

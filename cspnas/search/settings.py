@@ -8,6 +8,8 @@ from cspnas.errors import CspnasError
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc")
 SCHEDULERS = ("none", "asha")
+# --train-precision -> TrainConfig fields (they only act on CUDA)
+TRAIN_PRECISIONS = {"fp32": {"bf16": False, "channels_last": False}, "bf16": {"bf16": True, "channels_last": True}}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class SearchSettings:
     scheduler: str = "none"
     seed: int = 0
     device: str = "auto"  # training device
+    # fp32 (cuDNN may use TF32): on an H100 the brief proxy trainings ran 0.75-0.94x as fast with
+    # bf16 autocast + channels_last (results/benchmarks/gpu_check.json, gpu_precision_32px.json).
+    # No effect on the CPU.
+    train_precision: str = "fp32"
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 1 / concurrency when training on CUDA
     constraints: Constraints = field(default_factory=Constraints)
@@ -74,6 +80,8 @@ class SearchSettings:
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (self.train_precision in TRAIN_PRECISIONS,
+             f"--train-precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.train_precision!r}"),
             (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),

@@ -19,7 +19,6 @@ Run from the repository root, e.g. ``python experiments/bench_train_throughput.p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
@@ -41,7 +40,7 @@ if importlib.util.find_spec("cspnas") is None:  # allow running from a plain che
 
 from cspnas.data import ImageData, load_dataset  # noqa: E402
 from cspnas.train import TrainConfig, evaluate, train  # noqa: E402
-from cspnas.train.loop import lr_at  # noqa: E402
+from cspnas.train.loop import _autocast, lr_at  # noqa: E402
 
 
 def small_cnn(in_chs: int, num_classes: int, seed: int) -> nn.Module:
@@ -79,7 +78,6 @@ def conventional_train(model: nn.Module, data: ImageData, cfg: TrainConfig, work
     device = torch.device(cfg.device)
     on_cuda = device.type == "cuda"
     channels_last = on_cuda and cfg.channels_last
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda and cfg.bf16 else contextlib.nullcontext()
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     loader = DataLoader(PerSampleDataset(data, cfg.crop_padding(data.input_size)), batch_size=cfg.batch_size,
                         shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0,
@@ -99,7 +97,7 @@ def conventional_train(model: nn.Module, data: ImageData, cfg: TrainConfig, work
                 xb = xb.contiguous(memory_format=torch.channels_last)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, warmup, cfg.lr)
-            with autocast:
+            with _autocast(device, cfg.bf16):  # the same precision rule as cspnas.train.train
                 loss = loss_fn(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

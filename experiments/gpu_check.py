@@ -3,7 +3,7 @@
 Three parts, on one GPU, within ``--max-minutes`` (default 8) in all:
 
 1. training throughput of the proxy trainer (cspnas.train.train, as a search trial trains) with
-   bf16 autocast + channels_last (TrainConfig's defaults, which only act on CUDA) vs plain fp32,
+   bf16 autocast + channels_last vs plain fp32 (``cspnas search --train-precision bf16 / fp32``),
    for ``--archs`` default-space architectures (smallest and largest MACs of a random pool) on
    reduced CIFAR-10 (experiments/common.py small_cifar10: 16x16 or ``--image-size``, ``--train-subset`` images);
    each mode runs once untimed on two batches, then ``--repeats`` times in alternating order;
@@ -47,7 +47,10 @@ from pathlib import Path
 
 from common import REPO, machine, small_cifar10, spread_sample, write_json
 
-MODES = {"fp32": {"bf16": False, "channels_last": False}, "bf16_channels_last": {"bf16": True, "channels_last": True}}
+from cspnas.search.settings import TRAIN_PRECISIONS
+
+# the search's --train-precision choices, under the names the result files use
+MODES = {"fp32": TRAIN_PRECISIONS["fp32"], "bf16_channels_last": TRAIN_PRECISIONS["bf16"]}
 
 
 class Clock:

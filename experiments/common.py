@@ -161,16 +161,28 @@ def committed_report(path: Path, settings: dict) -> dict:
     return committed
 
 
-def check_reproduces(cases, tolerance: float) -> None:
-    """For each (label, committed accuracy, re-run function): re-run, print both, and exit 1 if any
-    differs by more than ``tolerance`` (same seed and data are deterministic on one machine;
-    another CPU or thread count may round differently and flip a few validation answers)."""
+# Brief-training accuracy of one architecture, same seed and data, on CPUs of this machine kind:
+# 0.298 (the committing machine), 0.313 (AVX-512 kernels), 0.292 (same machine, AVX2 forced with
+# ATEN_CPU_CAPABILITY=avx2). Kernels round differently and a few validation answers flip, so a
+# committed number is compared within this spread (with margin), never to the last digit.
+CROSS_MACHINE_TOLERANCE = 0.03
+SAME_MACHINE_TOLERANCE = 0.002  # one machine, same kernels: re-runs agree (up to 1-2 answers)
+
+
+def check_reproduces(cases, tolerance: float = CROSS_MACHINE_TOLERANCE) -> None:
+    """For each (label, committed accuracy, re-run function): re-run twice on this machine, print
+    all three, and exit 1 unless (a) the two re-runs agree within SAME_MACHINE_TOLERANCE (the
+    training is deterministic here, so the committed file means something) and (b) the committed
+    number is within ``tolerance``, the measured cross-machine spread (another CPU's kernels round
+    differently and flip a few validation answers)."""
     mismatches = 0
     for label, committed, rerun in cases:
-        again = rerun()
-        ok = abs(again - committed) <= tolerance
-        mismatches += not ok
-        print(f"{label}: committed {committed:.3f}, now {again:.3f} {'ok' if ok else 'MISMATCH'}")
+        first, second = rerun(), rerun()
+        same = abs(first - second) <= SAME_MACHINE_TOLERANCE
+        close = abs(first - committed) <= tolerance
+        mismatches += not (same and close)
+        verdict = "ok" if same and close else ("NOT DETERMINISTIC" if not same else "MISMATCH")
+        print(f"{label}: committed {committed:.3f}, now {first:.3f} and {second:.3f} {verdict}")
     if mismatches:
         sys.exit(1)
 

@@ -6,7 +6,6 @@ references), study.db (Optuna, the single source of truth), trials.csv / pareto.
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,18 +19,14 @@ from cspnas.errors import CspnasError
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.gate import MeasureGate
+from cspnas.search.loop import SearchLoop
 from cspnas.search.preflight import check_constraints_reachable
-from cspnas.search.progress import Progress, Status
 from cspnas.search.ray_session import start_ray
-from cspnas.search.records import write_tables
 from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings
 from cspnas.search.store import (STUDY_NAME, create_run_dir, new_config, open_storage, prepare_run, read_config,
                                  write_yaml_atomic)
 from cspnas.space import ArchConfig, StageConfig, StemConfig
 from cspnas.space.searchspace import IntRange, SearchSpace, load_space, parse_space
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class SearchOutcome:
@@ -159,17 +154,17 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         write_yaml_atomic(run_dir / "config.yaml", config)  # records a raised --budget
     crash_point("after_config")
     storage = open_storage(run_dir / "study.db")
-    # imported here, not at the top: it pulls in Ray Tune (~1 s), which bad input never needs
-    from cspnas.search.searcher import count_final, interrupted_to_failed
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
-                                directions=["maximize", "minimize", "minimize"])
-    closed = interrupted_to_failed(study)
-    meter.remember(study)
-    started_done = count_final(study)
-    return _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed,
-                 started_done, live, dashboard, t0)
+                                directions=["maximize", "minimize", "minimize"],
+                                sampler=make_sampler(settings.sampler, settings.seed))
+    loop = SearchLoop(settings=settings, space=space, config=config, run_dir=run_dir, study=study, meter=meter,
+                      in_chs=data.in_chs, num_classes=data.num_classes,
+                      trial_spec=_trial_spec(settings, run_dir, train_device), live=live, dashboard=dashboard, t0=t0)
+    loop.prepare()
+    loop.run(_trial_resources(settings, train_device), _scheduler(settings))
+    return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.front, hypervolume=loop.hypervolume,
+                         wall_seconds=time.monotonic() - t0)
 
 
 def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str, Any]:
@@ -178,111 +173,31 @@ def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str,
             "seed": settings.seed, "device": train_device, **TRAIN_PRECISIONS[settings.train_precision]}
 
 
-def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live,
-          dashboard, t0):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
-
-    from cspnas.search.searcher import CspOptunaSearch, SearchContext, count_final
-    from cspnas.search.trainable import train_candidate
-
-    on_gpu = train_device.startswith("cuda")
-    threads = max(1, int(settings.cpus_per_trial))
-    train_cfg = trial_train_config(settings, train_device)
+def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> dict[str, Any]:
+    """The part of every trial's Ray config that does not depend on the candidate."""
     # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
     data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
     data_spec = {"name": settings.dataset, "data_dir": data_dir, "val_fraction": settings.val_fraction,
                  "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False}
+    return {"run_dir": str(run_dir.resolve()), "data": data_spec, "train": trial_train_config(settings, train_device),
+            "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial))}
 
-    def trial_config(number: int, arch_json: str) -> dict[str, Any]:
-        return {"trial": number, "arch": arch_json, "run_dir": str(run_dir.resolve()), "data": data_spec,
-                "train": train_cfg, "keep_weights": settings.keep_weights != "none", "threads": threads}
 
-    progress = Progress(live=live, started_done=started_done)
-    state = {"front": None, "hv": 0.0, "trials": None, "last_write": 0.0, "last_tables": 0.0}
-
-    def on_change(started: bool = False) -> None:
-        if started and state["trials"] is not None and time.monotonic() - state["last_tables"] < 2.0:
-            # a trial merely started: the status line moves now, the tables at the next tell
-            progress.update(_status(state["trials"], state["front"], state["hv"], settings.budget,
-                                    len(ctx.running), time.monotonic() - t0))
-            return
-        state["last_tables"] = time.monotonic()
-        trials, front, hv = write_tables(searcher.study, run_dir, config)
-        if _prune_weights(run_dir, trials, front, settings.keep_weights):
-            trials, front, hv = write_tables(searcher.study, run_dir, config)
-        state.update(front=front, hv=hv, trials=trials)
-        if dashboard:
-            _refresh_dashboard(run_dir, trials, state)
-        progress.update(_status(trials, front, hv, settings.budget, len(ctx.running), time.monotonic() - t0))
-
-    ctx = SearchContext(settings=settings, space=space, in_chs=data.in_chs, num_classes=data.num_classes,
-                        meter=meter, trial_config=trial_config, on_change=on_change)
-    searcher = CspOptunaSearch(ctx, sampler=make_sampler(settings.sampler, settings.seed), storage=storage,
-                               study_name=STUDY_NAME)
-    scheduler = None
-    if settings.scheduler == "asha":
-        scheduler = ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.epochs,
-                                  grace_period=1, reduction_factor=2)
+def _trial_resources(settings: SearchSettings, train_device: str) -> dict[str, float]:
     start_ray(settings)
     resources = {"cpu": settings.cpus_per_trial}
-    if on_gpu:
+    if train_device.startswith("cuda"):
         import ray
 
         resources["gpu"] = settings.gpus_per_trial or default_gpus_per_trial(
             float(ray.cluster_resources().get("GPU", 0)), settings.concurrency)
-    with progress:
-        if closed:
-            progress.log(f"resume: trial(s) {closed} were interrupted; their architectures are re-queued")
-        on_change()
-        if count_final(searcher.study) < settings.budget:
-            tuner = tune.Tuner(
-                tune.with_resources(train_candidate, resources),
-                tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, settings.concurrency),
-                                            scheduler=scheduler, num_samples=-1, reuse_actors=True),
-                run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / ".ray").resolve()), verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=1)),
-            )
-            tuner.fit()
-        crash_point("finishing")
-        on_change()
-    trials, front, hv = state["trials"], state["front"], state["hv"]
-    return SearchOutcome(run_dir=run_dir, trials=trials, front=front, hypervolume=hv,
-                         wall_seconds=time.monotonic() - t0)
+    return resources
 
 
-def _refresh_dashboard(run_dir: Path, trials, state: dict, every_s: float = 15.0) -> None:
-    """Keep RUN/dashboard.html current while searching (cheap version: no importance fit)."""
-    if not len(trials) or time.monotonic() - state["last_write"] < every_s:
-        return
-    state["last_write"] = time.monotonic()
-    from cspnas.results.dashboard import write_dashboard
+def _scheduler(settings: SearchSettings):
+    if settings.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
 
-    try:
-        write_dashboard(run_dir, importance=False)
-    except Exception as e:  # a plotting problem must never stop a search
-        log.warning("dashboard refresh failed: %s", e)
-
-
-def _status(trials, front, hv, budget, running, elapsed) -> Status:
-    states = trials["state"].value_counts().to_dict() if len(trials) else {}
-    complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
-    done = sum(states.get(k, 0) for k in ("complete", "infeasible", "pruned", "failed"))
-    return Status(done=done, budget=budget, running=running, infeasible=states.get("infeasible", 0),
-                  failed=states.get("failed", 0), pruned=states.get("pruned", 0),
-                  best_accuracy=float(max(complete)) if len(complete) else None, front_size=len(front),
-                  hypervolume=hv, elapsed_s=elapsed)
-
-
-def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:
-    """Keep weights of front members only (unless --keep-weights all), so disks don't fill up."""
-    if keep == "all" or trials is None or not len(trials):
-        return False
-    keep_paths = set(front["weights"].dropna()) if keep == "front" and len(front) else set()
-    finished = trials[trials["state"].isin(["complete", "pruned", "failed"])]
-    pruned = False
-    for rel in set(finished["weights"].dropna()) - keep_paths - {""}:
-        (run_dir / rel).unlink(missing_ok=True)
-        pruned = True
-    return pruned
+    return ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.epochs,
+                         grace_period=1, reduction_factor=2)

@@ -1,0 +1,305 @@
+"""The search loop: one object that owns the study, the running trials, the tables and the status.
+
+`Proposer.propose` is the pure step (no Ray): ask Optuna, sample an architecture, measure its
+cost, set the constraint values on the trial *before* any tell, and tell at once what needs no
+training (infeasible candidates, twins of a finished trial). `SearchLoop` drives it from Ray
+Tune through the thin adapter in `searcher.py`: it hands proposals to Tune, records epochs and
+final results (a trial the scheduler stopped early is PRUNED, never a COMPLETE point with a
+truncated accuracy; failures are FAIL with their reason), and refreshes the tables, the live
+dashboard and the status line after every change. All state is in study.db, so a resumed
+search rebuilds the loop from the study alone.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from cspnas.search.costs import CostMeter
+from cspnas.search.faults import crash_point
+from cspnas.search.progress import Progress, Status
+from cspnas.search.records import write_tables
+from cspnas.search.settings import SearchSettings
+from cspnas.space.searchspace import SearchSpace
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = ("complete", "infeasible", "pruned", "failed")
+TWIN_KEYS = ("val_acc_per_epoch", "train_seconds", "weights")  # what a twin copies from the trial it repeats
+
+
+def full_fidelity(epochs_done: int | float | None, epochs: int | float | None) -> bool:
+    """A trial trained for every epoch of the search: the only kind that may be on the front."""
+    return bool(epochs) and epochs_done is not None and epochs_done >= epochs
+
+
+def count_final(study: optuna.Study) -> int:
+    """Trials that used up budget (resume continues from here)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in FINAL_STATES)
+
+
+def _live_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.Trial:
+    """A writable handle on a trial another process left RUNNING. Optuna has no public way to
+    reopen one (study.ask only makes new trials), so this is the one place that reads the
+    private `_trial_id`; `optuna.Trial(study, trial_id)` itself is public."""
+    return optuna.Trial(study, frozen._trial_id)
+
+
+def interrupted_to_failed(study: optuna.Study) -> list[int]:
+    """On resume: trials left RUNNING by a dead driver are closed as 'interrupted' (not counted)
+    and their architectures re-queued."""
+    closed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = _live_trial(study, t)
+        trial.set_user_attr("status", "interrupted")
+        trial.set_user_attr("failure_reason", "interrupted: the search stopped mid-trial; re-queued on resume")
+        study.tell(trial, state=TrialState.FAIL)
+        if "arch" in t.user_attrs:
+            study.enqueue_trial(t.params, skip_if_exists=False)
+        closed.append(t.number)
+    return closed
+
+
+def objective_values(attrs: dict[str, Any]) -> list[float]:
+    """The values told to Optuna, in the study's objective order."""
+    return [float(attrs["accuracy"]), float(attrs["macs"]), float(attrs["latency_ms"] or 0.0)]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A proposed architecture that needs training."""
+
+    trial: optuna.Trial
+    arch_json: str
+
+
+class Proposer:
+    """Sample, cost, constrain, reuse twins; tell what needs no training. No Ray, no files."""
+
+    def __init__(self, study: optuna.Study, settings: SearchSettings, space: SearchSpace, meter: CostMeter,
+                 in_chs: int, num_classes: int):
+        self.study, self.settings, self.space, self.meter = study, settings, space, meter
+        self.in_chs, self.num_classes = in_chs, num_classes
+        self.asked = count_final(study)  # budget already used (resume)
+        self.told: list[int] = []  # trials told since the caller last cleared it
+
+    def propose(self) -> Candidate | None:
+        """The next candidate to train, or None when the budget is spent."""
+        while self.asked < self.settings.budget:
+            self.asked += 1
+            trial = self.study.ask()
+            candidate = self._consider(trial)
+            if candidate is not None:
+                return candidate
+        return None
+
+    def _consider(self, trial: optuna.Trial) -> Candidate | None:
+        s = self.settings
+        arch = self.space.sample(trial, in_chs=self.in_chs, num_classes=self.num_classes)
+        cost = self.meter.measure(arch)
+        values, violations = s.constraints.check(params=cost["params"], macs=cost["macs"],
+                                                 latency_ms=cost["latency_ms"])
+        for key, value in values.items():
+            trial.set_constraint(key, value)
+        attrs = {"arch": arch.to_json(indent=None), "arch_hash": arch.arch_hash(), "arch_summary": arch.summary(),
+                 **cost, "feasible": not violations, "violations": violations, "epochs": s.epochs,
+                 "epochs_done": 0, "status": "running"}
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        if violations:
+            self.tell(trial, "infeasible", accuracy=0.0)
+            return None
+        twin = self._finished_twin(attrs["arch_hash"], trial.number)
+        if twin is not None:
+            for key in TWIN_KEYS:
+                if key in twin.user_attrs:
+                    trial.set_user_attr(key, twin.user_attrs[key])
+            trial.set_user_attr("duplicate_of", twin.number)
+            trial.set_user_attr("epochs_done", twin.user_attrs["epochs_done"])
+            self.tell(trial, "complete", accuracy=twin.user_attrs["accuracy"])
+            return None
+        return Candidate(trial, attrs["arch"])
+
+    def _finished_twin(self, arch_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
+        """A completed trial of the same architecture at this search's fidelity."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            a = t.user_attrs
+            if t.number != number and a.get("arch_hash") == arch_hash and a.get("status") == "complete" \
+                    and a.get("epochs") == self.settings.epochs:
+                return t
+        return None
+
+    def tell(self, trial: optuna.Trial, status: str, *, accuracy: float | None = None,
+             reason: str | None = None) -> None:
+        """Record the outcome on the trial, then tell Optuna (constraints were set before)."""
+        trial.set_user_attr("status", status)
+        if reason:
+            trial.set_user_attr("failure_reason", reason)
+        if status in ("complete", "infeasible"):
+            trial.set_user_attr("accuracy", float(accuracy))
+            self.study.tell(trial, objective_values(trial.user_attrs), state=TrialState.COMPLETE)
+        elif status == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.told.append(trial.number)
+        crash_point("trial_told")
+
+
+class SearchLoop:
+    """The search's one orchestrator: prepare, run (Ray Tune), refresh after every change, finish."""
+
+    def __init__(self, *, settings: SearchSettings, space: SearchSpace, config: dict[str, Any], run_dir: Path,
+                 study: optuna.Study, meter: CostMeter, in_chs: int, num_classes: int,
+                 trial_spec: dict[str, Any], live: bool | None = None, dashboard: bool = True,
+                 t0: float | None = None):
+        self.settings, self.config, self.run_dir, self.study = settings, config, run_dir, study
+        self.proposer = Proposer(study, settings, space, meter, in_chs, num_classes)
+        self.trial_spec = trial_spec  # the Ray config shared by every trial (data, training, run_dir)
+        self.dashboard = dashboard
+        self.t0 = time.monotonic() if t0 is None else t0
+        self.running: dict[str, optuna.Trial] = {}  # Ray trial id -> its Optuna trial
+        self.closed: list[int] = []
+        self.progress = Progress(live=live)
+        self.trials = self.front = None
+        self.hypervolume = 0.0
+        self._last_tables = self._last_dashboard = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Close what a dead driver left running, seed the cost cache, count the budget used."""
+        self.closed = interrupted_to_failed(self.study)
+        self.proposer.meter.remember(self.study)
+        self.proposer.asked = count_final(self.study)
+        self.progress.started_done = self.proposer.asked
+
+    def run(self, resources: dict[str, float], scheduler: Any = None) -> None:
+        """Train proposals under Ray Tune until the budget is spent (Ray must be started)."""
+        from ray import tune
+        from ray.tune.search import ConcurrencyLimiter
+
+        from cspnas.search.searcher import LoopSearcher
+        from cspnas.search.trainable import train_candidate
+
+        with self.progress:
+            if self.closed:
+                self.progress.log(f"resume: trial(s) {self.closed} were interrupted; their architectures are re-queued")
+            self.refresh()
+            if count_final(self.study) < self.settings.budget:
+                tuner = tune.Tuner(
+                    tune.with_resources(train_candidate, resources),
+                    tune_config=tune.TuneConfig(
+                        search_alg=ConcurrencyLimiter(LoopSearcher(self), self.settings.concurrency),
+                        scheduler=scheduler, num_samples=-1, reuse_actors=True),
+                    run_config=tune.RunConfig(name="tune", storage_path=str((self.run_dir / ".ray").resolve()),
+                                              verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
+                )
+                tuner.fit()
+            self.finish()
+
+    def finish(self) -> None:
+        crash_point("finishing")
+        self.refresh()
+
+    # -- what the Ray adapter forwards ------------------------------------------------------------
+    def start(self, key: str) -> dict[str, Any] | None:
+        """The Ray config of the next trial to train, or None when the budget is spent."""
+        candidate = self.proposer.propose()
+        if self.proposer.told:
+            self.refresh()
+        if candidate is None:
+            return None
+        self.running[key] = candidate.trial
+        self.refresh(started=True)
+        crash_point("trial_started")
+        return {"trial": candidate.trial.number, "arch": candidate.arch_json, **self.trial_spec}
+
+    def on_result(self, key: str, result: dict[str, Any]) -> None:
+        trial = self.running.get(key)
+        if trial is None:
+            return
+        trial.set_user_attr("val_acc_per_epoch", list(result.get("val_acc_per_epoch", [])))
+        trial.set_user_attr("epochs_done", int(result.get("epoch", 0)))
+
+    def on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
+        trial = self.running.pop(key, None)
+        if trial is None:
+            return
+        result = result or {}
+        epochs_done = int(result.get("epoch", 0))
+        trial.set_user_attr("epochs_done", epochs_done)
+        trial.set_user_attr("val_acc_per_epoch", list(result.get("val_acc_per_epoch", [])))
+        if "train_seconds" in result:
+            trial.set_user_attr("train_seconds", float(result["train_seconds"]))
+        if result.get("node"):
+            trial.set_user_attr("node", result["node"])
+        status, tell = result.get("status"), self.proposer.tell
+        if error:
+            tell(trial, "failed", reason="the trial's worker process crashed or was lost (see Ray logs)")
+        elif status == "failed":
+            tell(trial, "failed", reason=result.get("failure_reason", "unknown"))
+        elif status == "complete" and full_fidelity(epochs_done, self.settings.epochs):
+            if result.get("weights"):
+                trial.set_user_attr("weights", result["weights"])
+            tell(trial, "complete", accuracy=float(result["val_acc"]))
+        else:  # stopped by the scheduler: a low-fidelity result, not a point for the front
+            tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)")
+        self.refresh()
+
+    # -- tables, dashboard, status line -----------------------------------------------------------
+    def refresh(self, started: bool = False) -> None:
+        """Rewrite the tables from the study (a start alone only moves the status line, at most
+        every 2 s), prune weights off the front, keep the live dashboard current."""
+        self.proposer.told.clear()
+        if not (started and self.trials is not None and time.monotonic() - self._last_tables < 2.0):
+            self._last_tables = time.monotonic()
+            self._write_tables()
+            if self.dashboard:
+                self._refresh_dashboard()
+        self.progress.update(self.status())
+
+    def _write_tables(self) -> None:
+        trials, front, hv = write_tables(self.study, self.run_dir, self.config)
+        if _prune_weights(self.run_dir, trials, front, self.settings.keep_weights):
+            trials, front, hv = write_tables(self.study, self.run_dir, self.config)
+        self.trials, self.front, self.hypervolume = trials, front, hv
+
+    def _refresh_dashboard(self, every_s: float = 15.0) -> None:
+        """Keep RUN/dashboard.html current while searching (cheap version: no importance fit)."""
+        if not len(self.trials) or time.monotonic() - self._last_dashboard < every_s:
+            return
+        self._last_dashboard = time.monotonic()
+        from cspnas.results.dashboard import write_dashboard
+
+        try:
+            write_dashboard(self.run_dir, importance=False)
+        except Exception as e:  # a plotting problem must never stop a search
+            log.warning("dashboard refresh failed: %s", e)
+
+    def status(self) -> Status:
+        trials, elapsed = self.trials, time.monotonic() - self.t0
+        states = trials["state"].value_counts().to_dict() if len(trials) else {}
+        complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
+        done = sum(states.get(k, 0) for k in FINAL_STATES)
+        return Status(done=done, budget=self.settings.budget, running=len(self.running),
+                      infeasible=states.get("infeasible", 0), failed=states.get("failed", 0),
+                      pruned=states.get("pruned", 0), best_accuracy=float(max(complete)) if len(complete) else None,
+                      front_size=len(self.front), hypervolume=self.hypervolume, elapsed_s=elapsed)
+
+
+def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:
+    """Keep weights of front members only (unless --keep-weights all), so disks don't fill up."""
+    if keep == "all" or trials is None or not len(trials):
+        return False
+    keep_paths = set(front["weights"].dropna()) if keep == "front" and len(front) else set()
+    finished = trials[trials["state"].isin(["complete", "pruned", "failed"])]
+    pruned = False
+    for rel in set(finished["weights"].dropna()) - keep_paths - {""}:
+        (run_dir / rel).unlink(missing_ok=True)
+        pruned = True
+    return pruned

@@ -1,0 +1,85 @@
+"""The search loop's propose step with a real Optuna study and a real cost meter, and no Ray."""
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from cspnas.cost import LatencySettings
+from cspnas.search.costs import CostMeter
+from cspnas.search.loop import Proposer, count_final, full_fidelity, interrupted_to_failed
+from cspnas.search.settings import Constraints, SearchSettings
+from cspnas.search.store import open_storage
+from cspnas.space.searchspace import load_space
+
+IN_CHS, NUM_CLASSES, SIZE = 1, 10, 8
+
+
+@pytest.fixture(scope="module")
+def meter():
+    return CostMeter(LatencySettings(in_chs=IN_CHS, input_size=SIZE, min_run_time_s=0.01, warmup=1), None, SIZE)
+
+
+def proposer(tmp_path, meter, **kw):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=open_storage(tmp_path / "study.db"), study_name="cspnas",
+                                directions=["maximize", "minimize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    settings = SearchSettings(name="t", epochs=2, **kw)
+    return Proposer(study, settings, load_space("default"), meter, IN_CHS, NUM_CLASSES)
+
+
+def test_infeasible_candidates_are_told_with_constraints_and_never_proposed(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=8, constraints=Constraints(max_params=150_000))
+    proposed = []
+    while (c := p.propose()) is not None:
+        proposed.append(c.trial.number)
+        assert c.trial.user_attrs["feasible"] and c.trial.user_attrs["params"] <= 150_000
+        p.tell(c.trial, "complete", accuracy=0.5)
+    trials = p.study.get_trials()
+    assert len(trials) == 8 and count_final(p.study) == 8 and p.propose() is None  # the budget holds
+    infeasible = [t for t in trials if t.user_attrs["status"] == "infeasible"]
+    assert infeasible and proposed, "the limit should split the default space"
+    for t in trials:  # the constraint reached Optuna for every trial, positive exactly when infeasible
+        assert set(t.constraints) == {"params"}
+        assert (t.constraints["params"] > 0) == (t.user_attrs["status"] == "infeasible")
+        assert t.state == TrialState.COMPLETE and t.values[1] == t.user_attrs["macs"]
+    assert all(t.user_attrs["epochs_done"] == 0 for t in infeasible)
+
+
+def test_a_twin_of_a_finished_trial_reuses_its_result(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=3)
+    first = p.propose()
+    first.trial.set_user_attr("epochs_done", 2)
+    first.trial.set_user_attr("val_acc_per_epoch", [0.4, 0.7])
+    p.tell(first.trial, "complete", accuracy=0.7)
+    p.study.enqueue_trial(first.trial.params)
+    second = p.propose()  # the enqueued twin is told at once; the next candidate is a new one
+    twin = p.study.get_trials()[1]
+    assert twin.user_attrs["duplicate_of"] == first.trial.number and twin.user_attrs["accuracy"] == 0.7
+    assert twin.user_attrs["val_acc_per_epoch"] == [0.4, 0.7] and twin.state == TrialState.COMPLETE
+    assert second is not None and second.trial.number == 2 and p.told == [0, 1]
+
+
+def test_pruned_and_failed_trials_are_told_so(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=2)
+    a, b = p.propose(), p.propose()
+    p.tell(a.trial, "pruned", reason="stopped by the scheduler after 1 epoch(s)")
+    p.tell(b.trial, "failed", reason="diverged: loss is nan")
+    states = [t.state for t in p.study.get_trials()]
+    assert states == [TrialState.PRUNED, TrialState.FAIL]
+    assert p.study.get_trials()[1].user_attrs["failure_reason"] == "diverged: loss is nan"
+
+
+def test_resume_closes_interrupted_trials_and_requeues_them(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=3)
+    left = p.propose()  # a driver died while this one trained
+    study = optuna.load_study(study_name="cspnas", storage=open_storage(tmp_path / "study.db"))
+    assert interrupted_to_failed(study) == [left.trial.number]
+    closed = study.get_trials()[0]
+    assert closed.state == TrialState.FAIL and closed.user_attrs["status"] == "interrupted"
+    again = Proposer(study, p.settings, p.space, meter, IN_CHS, NUM_CLASSES).propose()
+    assert again.trial.params == left.trial.params and count_final(study) == 0
+
+
+def test_full_fidelity():
+    assert full_fidelity(2, 2) and full_fidelity(3, 2)
+    assert not full_fidelity(1, 2) and not full_fidelity(0, 0) and not full_fidelity(None, 2)

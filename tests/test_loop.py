@@ -1,13 +1,14 @@
 """The search loop's propose step with a real Optuna study and a real cost meter, and no Ray."""
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
 from cspnas.cost import LatencySettings
+from cspnas.run_format import full_fidelity, open_storage, open_study
 from cspnas.search.costs import CostMeter
-from cspnas.search.loop import Proposer, count_final, full_fidelity, interrupted_to_failed
+from cspnas.search.loop import Proposer, count_final, interrupted_to_failed
 from cspnas.search.settings import Constraints, SearchSettings
-from cspnas.search.store import open_storage
 from cspnas.space.searchspace import load_space
 
 IN_CHS, NUM_CLASSES, SIZE = 1, 10, 8
@@ -20,10 +21,9 @@ def meter():
 
 def proposer(tmp_path, meter, **kw):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=open_storage(tmp_path / "study.db"), study_name="cspnas",
-                                directions=["maximize", "minimize", "minimize"],
-                                sampler=optuna.samplers.RandomSampler(seed=0))
     settings = SearchSettings(name="t", epochs=2, **kw)
+    study = open_study(open_storage(tmp_path / "study.db"), settings.objectives,
+                       optuna.samplers.RandomSampler(seed=0), create=True)
     return Proposer(study, settings, load_space("default"), meter, IN_CHS, NUM_CLASSES)
 
 
@@ -82,4 +82,6 @@ def test_resume_closes_interrupted_trials_and_requeues_them(tmp_path, meter):
 
 def test_full_fidelity():
     assert full_fidelity(2, 2) and full_fidelity(3, 2)
-    assert not full_fidelity(1, 2) and not full_fidelity(0, 0) and not full_fidelity(None, 2)
+    assert not full_fidelity(1, 2) and not full_fidelity(0, 0)
+    done = full_fidelity(pd.Series([2, 1, 0, 3]), pd.Series([2, 2, 0, 2]))
+    assert done.tolist() == [True, False, False, True]

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cspnas.results.pareto import compute_front, default_objectives
-from cspnas.search.runner import open_storage, run_search
+from cspnas.pareto import compute_front
+from cspnas.run_format import objectives_of, open_storage
+from cspnas.search.runner import run_search
 from cspnas.search.settings import Constraints, SearchSettings
 
 FINAL = {"complete", "infeasible", "pruned", "failed"}
@@ -49,7 +50,7 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     run = out.run_dir
     trials, front, study = load(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["settings"]["budget"] == 8 and config["max_params"] == 150_000
+    assert config["settings"]["budget"] == 8 and config["settings"]["constraints"]["max_params"] == 150_000
 
     # exactly the budget, all final; the table is the study
     assert len(trials) == 8 and set(trials["state"]) <= FINAL
@@ -72,8 +73,7 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     assert len(front) >= 1
     assert (front["params"] <= 150_000).all() and (front["latency_ms"] <= 50.0).all()
     complete = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
-    recomputed = compute_front(complete, default_objectives(macs_ref=config["macs_ref"],
-                                                            latency_ref_ms=config["latency_ref_ms"]))
+    recomputed = compute_front(complete, objectives_of(config))
     assert sorted(recomputed.table["trial"]) == sorted(front["trial"])
     assert out.hypervolume == pytest.approx(recomputed.hypervolume)
     assert front["knee"].sum() == 1

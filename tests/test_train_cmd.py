@@ -11,7 +11,7 @@ from cspnas.data import load_dataset
 from cspnas.errors import CspnasError
 from cspnas.models import build_model, load_arch
 from cspnas.results.export import export_trial
-from cspnas.results.rundir import load_run
+from cspnas.run_format import load_run
 from cspnas.train import evaluate
 from cspnas.train.full import FullTrainSettings, train_full
 from run_fixture import make_run

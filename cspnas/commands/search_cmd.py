@@ -9,11 +9,16 @@ from rich.table import Table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("search", help="search the CSP space for the accuracy / MACs / latency Pareto front")
+    p = sub.add_parser("search", help="search the CSP space for the Pareto front of accuracy and costs "
+                                      "(MACs, latency, memory, params)")
     p.add_argument("--budget", type=int, default=None, help="architectures to evaluate, infeasible ones included (default 50)")
-    p.add_argument("--target-latency", default=None, metavar="T", help="hard latency limit, e.g. 10ms, 500us, 0.01s")
-    p.add_argument("--max-macs", default=None, metavar="N", help="hard multiply-add limit, e.g. 300M")
-    p.add_argument("--max-params", default=None, metavar="N", help="hard parameter limit, e.g. 5M")
+    from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, constraint_flags
+
+    p.add_argument("--objectives", default=None, metavar="LIST",
+                   help=f"comma list of {', '.join(OBJECTIVES)}, accuracy included "
+                        f"(default {','.join(DEFAULT_OBJECTIVES)}); a resumed run keeps its own")
+    for spec in constraint_flags():
+        p.add_argument(spec.flag, default=None, metavar="LIMIT", help=spec.flag_help)
     p.add_argument("--space", default="default", help="bundled space name or YAML path (default: default)")
     p.add_argument("--dataset", default="digits", help="digits (bundled) | cifar10 | cifar100 | mnist | fashion-mnist | folder")
     p.add_argument("--data-dir", default=None, help="where the data set's files are (folder: train/ and val/ or test/)")
@@ -50,14 +55,14 @@ def register(sub) -> None:
 
 
 def _settings(args):
+    from cspnas.objectives import constraint_flags, parse_objectives
     from cspnas.search.settings import Constraints, SearchSettings
-    from cspnas.units import parse_count, parse_duration_ms
 
-    constraints = Constraints(
-        max_latency_ms=parse_duration_ms(args.target_latency) if args.target_latency else None,
-        max_macs=int(parse_count(args.max_macs)) if args.max_macs else None,
-        max_params=int(parse_count(args.max_params)) if args.max_params else None,
-    )
+    def limit(spec):
+        text = getattr(args, spec.flag.lstrip("-").replace("-", "_"))
+        return spec.parse(text) if text else None
+
+    constraints = Constraints(**{s.limit: limit(s) for s in constraint_flags()})
     name = args.name or dt.datetime.now().strftime("search-%Y%m%d-%H%M%S")
     return SearchSettings(
         name=name, results_dir=args.results_dir, space=args.space, dataset=args.dataset, data_dir=args.data_dir,
@@ -65,7 +70,8 @@ def _settings(args):
         batch_size=args.batch_size, lr=args.lr, concurrency=args.concurrency, sampler=args.sampler,
         scheduler=args.scheduler, seed=args.seed, device=args.device, train_precision=args.train_precision,
         cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, constraints=constraints, latency_device=args.latency_device,
+        gpus_per_trial=args.gpus_per_trial, constraints=constraints, objectives=parse_objectives(args.objectives),
+        latency_device=args.latency_device,
         latency_batch_size=args.latency_batch_size, latency_threads=args.latency_threads,
         latency_dtype=args.latency_dtype, latency_input_size=args.latency_input_size,
         keep_weights=args.keep_weights, address=args.address,
@@ -96,13 +102,14 @@ def _print_summary(outcome) -> None:
     console = Console()
     trials, front = outcome.trials, outcome.front
     counts = trials["state"].value_counts().to_dict()
+    from cspnas.results.report import shown_objectives
+
     table = Table(title=f"Pareto front ({len(front)} of {len(trials)} trials; hypervolume {outcome.hypervolume:.4f})")
-    for col in ("trial", "architecture", "accuracy", "MACs", "params", "latency ms", "knee"):
+    shown = shown_objectives(front)
+    for col in ("trial", "architecture", *(s.header for s in shown), "knee"):
         table.add_column(col, justify="left" if col == "architecture" else "right")
-    for _, r in front.iterrows():
-        table.add_row(str(r["trial"]), r["arch_summary"], f"{r['accuracy']:.4f}", f"{int(r['macs']):,}",
-                      f"{int(r['params']):,}", f"{r['latency_ms']:.3f} ± {r['latency_iqr_ms']:.3f}",
-                      "*" if r["knee"] else "")
+    for r in front.to_dict(orient="records"):
+        table.add_row(str(r["trial"]), r["arch_summary"], *(s.cell(r) for s in shown), "*" if r["knee"] else "")
     console.print(table)
     console.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; wall {outcome.wall_seconds:.0f} s")
     console.print(f"run directory: {outcome.run_dir}")

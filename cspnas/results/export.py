@@ -5,7 +5,6 @@ the exported models were checked against PyTorch, so an error leaves nothing beh
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -19,13 +18,15 @@ import pandas as pd
 import torch
 
 from cspnas.errors import CspnasError
-from cspnas.results.pareto import default_objectives, knee_index, normalize
-from cspnas.results.rundir import Run
+from cspnas.objectives import PICKS as OBJECTIVE_PICKS
+from cspnas.objectives import specs
+from cspnas.pareto import knee_index, normalize
+from cspnas.run_format import Run
 from cspnas.space.arch import ArchConfig
 from cspnas.units import format_duration_ms
 
 FORMATS = ("json", "onnx", "torchscript", "safetensors")
-PICKS = ("knee", "best", "fastest", "smallest")
+PICKS = ("knee", *OBJECTIVE_PICKS)  # the knee, or the best front trial in one objective
 ONNX_OPSET = 17
 # Max abs difference allowed between an exported model and PyTorch (float32), per unit of output
 # scale: 1e-4 for logits of magnitude <= 1, proportionally more for larger logits, since float32
@@ -80,7 +81,7 @@ def parse_formats(text: str | None) -> tuple[str, ...]:
 
 
 def pick_trial(run: Run, pick: str, max_latency_ms: float | None = None) -> pd.Series:
-    """The trials.csv row chosen by `pick` (knee|best|fastest|smallest|trial:N) within the latency limit."""
+    """The trials.csv row chosen by `pick` (a PICKS word or trial:N) within the latency limit."""
     pick = pick.strip().lower()
     match = re.fullmatch(r"trial:(\d+)", pick)
     if match:
@@ -107,32 +108,20 @@ def pick_trial(run: Run, pick: str, max_latency_ms: float | None = None) -> pd.S
 
 
 def _choose(run: Run, front: pd.DataFrame, pick: str) -> pd.Series:
-    # ties: the better other objectives, then the lower trial number (stable)
-    if pick == "best":
-        order = front.sort_values(["accuracy", "latency_ms", "trial"], ascending=[False, True, True])
-    elif pick == "fastest":
-        order = front.sort_values(["latency_ms", "accuracy", "trial"], ascending=[True, False, True])
-    elif pick == "smallest":
-        order = front.sort_values(["macs", "accuracy", "trial"], ascending=[True, False, True])
-    else:
-        knees = front[front["knee"]]
-        if len(knees):
-            return knees.iloc[0]
-        # the front's knee was filtered out: the knee of what is left, by the same rule and refs
-        objectives = default_objectives(
-            macs_ref=_ref(run, "macs_ref", "max_macs", front["macs"]),
-            latency_ref_ms=_ref(run, "latency_ref_ms", "target_latency_ms", front["latency_ms"]))
-        pts = normalize(front[["accuracy", "macs", "latency_ms"]].to_numpy(dtype=float), objectives)
-        return front.iloc[knee_index(pts)]
-    return order.iloc[0]
-
-
-def _ref(run: Run, key: str, fallback: str, values: pd.Series) -> float:
-    for k in (key, fallback):
-        v = run.setting(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
-            return float(v)
-    return float(values.max()) * 2.0  # no configured ref: any ref above every point keeps the ranking sane
+    objectives = specs(run.objectives)
+    if pick in OBJECTIVE_PICKS:
+        # ties: the run's other objectives in order, then the lower trial number (stable)
+        order = [OBJECTIVE_PICKS[pick]] + [s for s in objectives if s is not OBJECTIVE_PICKS[pick]]
+        ranked = front.sort_values([s.column for s in order] + ["trial"],
+                                   ascending=[s.ascending for s in order] + [True], kind="stable")
+        return ranked.iloc[0]
+    knees = front[front["knee"]]
+    if len(knees):
+        return knees.iloc[0]
+    # the front's knee was filtered out: the knee of what is left, by the same rule and refs
+    bound = run.bound_objectives()
+    pts = normalize(front[[o.column for o in bound]].to_numpy(dtype=float), bound)
+    return front.iloc[knee_index(pts)]
 
 
 def _complete_trial(run: Run, number: int) -> pd.Series:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cspnas.results.rundir import Run, parse_json_list
+from cspnas.objectives import PICKS
+from cspnas.run_format import Run, parse_json_list
 from cspnas.space.arch import ArchConfig
 from cspnas.units import format_count, format_duration_ms
 
 PICK_WORDS = {"knee": "the knee of the Pareto front (closest to the ideal point)",
-              "best": "the most accurate Pareto-front trial", "fastest": "the fastest Pareto-front trial",
-              "smallest": "the Pareto-front trial with the fewest MACs"}
+              **{word: f"the Pareto-front trial with the best {s.label}" for word, s in PICKS.items()}}
 
 
 def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: list[str], checks: list,

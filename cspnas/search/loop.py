@@ -20,22 +20,18 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from cspnas import run_format
+from cspnas.objectives import told_values
+from cspnas.run_format import FINAL_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.progress import Progress, Status
-from cspnas.search.records import write_tables
 from cspnas.search.settings import SearchSettings
 from cspnas.space.searchspace import SearchSpace
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = ("complete", "infeasible", "pruned", "failed")
 TWIN_KEYS = ("val_acc_per_epoch", "train_seconds", "weights")  # what a twin copies from the trial it repeats
-
-
-def full_fidelity(epochs_done: int | float | None, epochs: int | float | None) -> bool:
-    """A trial trained for every epoch of the search: the only kind that may be on the front."""
-    return bool(epochs) and epochs_done is not None and epochs_done >= epochs
 
 
 def count_final(study: optuna.Study) -> int:
@@ -63,11 +59,6 @@ def interrupted_to_failed(study: optuna.Study) -> list[int]:
             study.enqueue_trial(t.params, skip_if_exists=False)
         closed.append(t.number)
     return closed
-
-
-def objective_values(attrs: dict[str, Any]) -> list[float]:
-    """The values told to Optuna, in the study's objective order."""
-    return [float(attrs["accuracy"]), float(attrs["macs"]), float(attrs["latency_ms"] or 0.0)]
 
 
 @dataclass(frozen=True)
@@ -102,8 +93,7 @@ class Proposer:
         s = self.settings
         arch = self.space.sample(trial, in_chs=self.in_chs, num_classes=self.num_classes)
         cost = self.meter.measure(arch)
-        values, violations = s.constraints.check(params=cost["params"], macs=cost["macs"],
-                                                 latency_ms=cost["latency_ms"])
+        values, violations = s.constraints.check(cost)
         for key, value in values.items():
             trial.set_constraint(key, value)
         attrs = {"arch": arch.to_json(indent=None), "arch_hash": arch.arch_hash(), "arch_summary": arch.summary(),
@@ -142,7 +132,7 @@ class Proposer:
             trial.set_user_attr("failure_reason", reason)
         if status in ("complete", "infeasible"):
             trial.set_user_attr("accuracy", float(accuracy))
-            self.study.tell(trial, objective_values(trial.user_attrs), state=TrialState.COMPLETE)
+            self.study.tell(trial, told_values(self.settings.objectives, trial.user_attrs), state=TrialState.COMPLETE)
         elif status == "pruned":
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
@@ -264,9 +254,15 @@ class SearchLoop:
         self.progress.update(self.status())
 
     def _write_tables(self) -> None:
-        trials, front, hv = write_tables(self.study, self.run_dir, self.config)
-        if _prune_weights(self.run_dir, trials, front, self.settings.keep_weights):
-            trials, front, hv = write_tables(self.study, self.run_dir, self.config)
+        """trials.csv and pareto.csv from the study (pruning weights off the front first)."""
+        while True:
+            trials = run_format.trials_frame(self.study, self.config, self.run_dir)
+            front, hv = run_format.pareto_frame(trials, self.config)
+            if not _prune_weights(self.run_dir, trials, front, self.settings.keep_weights):
+                break
+        run_format.write_csv_atomic(trials, self.run_dir / run_format.TRIALS)
+        crash_point("between_tables")
+        run_format.write_csv_atomic(front, self.run_dir / run_format.PARETO)
         self.trials, self.front, self.hypervolume = trials, front, hv
 
     def _refresh_dashboard(self, every_s: float = 15.0) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import optuna
 
+from cspnas import run_format
 from cspnas.cost import LatencySettings
 from cspnas.data import load_dataset
 from cspnas.errors import CspnasError
+from cspnas.objectives import references
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.gate import MeasureGate
@@ -23,8 +25,6 @@ from cspnas.search.loop import SearchLoop
 from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.ray_session import start_ray
 from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings
-from cspnas.search.store import (STUDY_NAME, create_run_dir, new_config, open_storage, prepare_run, read_config,
-                                 write_yaml_atomic)
 from cspnas.space import ArchConfig, StageConfig, StemConfig
 from cspnas.space.searchspace import IntRange, SearchSpace, load_space, parse_space
 
@@ -63,15 +63,11 @@ def _largest_arch(space: SearchSpace, in_chs: int, num_classes: int) -> ArchConf
 
 
 def _references(settings: SearchSettings, meter: CostMeter, space: SearchSpace, in_chs: int,
-                num_classes: int) -> tuple[float, float]:
-    """Fixed hypervolume references: the constraint when set, else 2x the cost of a large candidate."""
-    c = settings.constraints
-    if c.max_macs is not None and c.max_latency_ms is not None:
-        return float(c.max_macs), float(c.max_latency_ms)
-    big = meter.measure(_largest_arch(space, in_chs, num_classes))
-    macs_ref = float(c.max_macs) if c.max_macs is not None else 2.0 * big["macs"]
-    lat_ref = float(c.max_latency_ms) if c.max_latency_ms is not None else 2.0 * big["latency_ms"]
-    return macs_ref, lat_ref
+                num_classes: int) -> dict[str, float]:
+    """Fixed hypervolume references (cspnas.objectives.references); a large candidate is measured
+    only for an objective without a limit."""
+    return references(settings.objectives, settings.constraints.limits(),
+                      lambda: meter.measure(_largest_arch(space, in_chs, num_classes)))
 
 
 def cluster_train_device(name: str, cluster_gpus: float) -> str:
@@ -115,18 +111,18 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     t0 = time.monotonic()
     if resume is not None:
         run_dir = Path(resume)
-        config = read_config(run_dir)
+        config = run_format.read_config(run_dir)
         settings = SearchSettings.from_dict(config["settings"])
         if budget is not None:
             settings = replace(settings, budget=budget)
             config["settings"]["budget"] = budget
         space = parse_space(config["space_yaml"], origin=f"{run_dir}/config.yaml:space_yaml")
-        if not (run_dir / "study.db").is_file():
+        if not (run_dir / run_format.STUDY).is_file():
             raise CspnasError(f"{run_dir}: study.db is missing, nothing to resume; start a new run with another --name")
     else:
         assert settings is not None
         space = load_space(settings.space)
-        run_dir = prepare_run(settings)
+        run_dir = run_format.new_run_dir(settings.results_dir, settings.name)
         config = None
     if settings.address:
         start_ray(settings)  # join before any file exists: a wrong address or token leaves no run behind
@@ -147,17 +143,17 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     if config is None:
         if preflight:  # refuse hopeless limits before any file or Ray exists
             check_constraints_reachable(space, settings, replace(meter, gate=None), data.in_chs, data.num_classes)
-        config = new_config(settings, space, data, train_device, latency,
-                             _references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
-        create_run_dir(run_dir, config)
+        config = run_format.new_config(
+            settings=settings.to_dict(), space_yaml=space.source, space_name=space.name, data=data.summary(),
+            num_classes=data.num_classes, in_chs=data.in_chs, input_size=data.input_size, train_device=train_device,
+            latency=latency.to_dict(),
+            references=_references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
+        run_format.create_run_dir(run_dir, config)
     else:
-        write_yaml_atomic(run_dir / "config.yaml", config)  # records a raised --budget
+        run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)  # records a raised --budget
     crash_point("after_config")
-    storage = open_storage(run_dir / "study.db")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
-                                directions=["maximize", "minimize", "minimize"],
-                                sampler=make_sampler(settings.sampler, settings.seed))
+    study = run_format.open_study(run_format.open_storage(run_dir / run_format.STUDY), settings.objectives,
+                                  make_sampler(settings.sampler, settings.seed))
     loop = SearchLoop(settings=settings, space=space, config=config, run_dir=run_dir, study=study, meter=meter,
                       in_chs=data.in_chs, num_classes=data.num_classes,
                       trial_spec=_trial_spec(settings, run_dir, train_device), live=live, dashboard=dashboard, t0=t0)

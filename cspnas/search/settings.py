@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cspnas.errors import CspnasError
+from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc")
 SCHEDULERS = ("none", "asha")
@@ -14,27 +15,21 @@ TRAIN_PRECISIONS = {"fp32": {"bf16": False, "channels_last": False}, "bf16": {"b
 
 @dataclass(frozen=True)
 class Constraints:
-    """Hard limits; a candidate that breaks one is recorded as infeasible and never trained."""
+    """Hard limits; a candidate that breaks one is recorded as infeasible and never trained.
+    Each field is named by an objective's `limit` in cspnas.objectives, which says how to check it."""
 
     max_latency_ms: float | None = None
     max_macs: int | None = None
     max_params: int | None = None
+    max_memory: int | None = None  # bytes of peak activation memory at batch 1
 
-    def check(self, *, params: int, macs: int, latency_ms: float | None) -> tuple[dict[str, float], list[str]]:
+    def limits(self) -> dict[str, float | None]:
+        """Limits by objective name."""
+        return {s.name: getattr(self, s.limit) for s in OBJECTIVES.values() if s.limit}
+
+    def check(self, cost: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
         """Optuna constraint values (<= 0 is feasible, relative excess otherwise) and readable violations."""
-        values: dict[str, float] = {}
-        violations: list[str] = []
-        for key, limit, value, fmt in (
-            ("latency", self.max_latency_ms, latency_ms, lambda v: f"{v:.3g}ms"),
-            ("macs", self.max_macs, macs, lambda v: f"{v / 1e6:.4g}M"),
-            ("params", self.max_params, params, lambda v: f"{v / 1e6:.4g}M"),
-        ):
-            if limit is None or value is None:
-                continue
-            values[key] = value / limit - 1.0  # relative, so different units weigh alike
-            if value > limit:
-                violations.append(f"{key} {fmt(value)} > {fmt(limit)}")
-        return values, violations
+        return check_limits(self.limits(), cost)
 
 
 @dataclass(frozen=True)
@@ -62,6 +57,7 @@ class SearchSettings:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None  # None: 1 / concurrency when training on CUDA
     constraints: Constraints = field(default_factory=Constraints)
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES  # see cspnas.objectives; accuracy is always one
     latency_device: str = "cpu"
     latency_batch_size: int = 1
     latency_threads: int = 1
@@ -93,10 +89,12 @@ class SearchSettings:
         for ok, message in checks:
             if not ok:
                 raise CspnasError(message)
+        object.__setattr__(self, "objectives", parse_objectives(self.objectives))  # also a YAML list
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["constraints"] = asdict(self.constraints)
+        d["objectives"] = list(self.objectives)
         return d
 
     @classmethod

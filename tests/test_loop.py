@@ -85,3 +85,18 @@ def test_full_fidelity():
     assert not full_fidelity(1, 2) and not full_fidelity(0, 0)
     done = full_fidelity(pd.Series([2, 1, 0, 3]), pd.Series([2, 2, 0, 2]))
     assert done.tolist() == [True, False, False, True]
+
+
+def test_the_run_objectives_decide_what_is_told_and_memory_limits_apply(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=8, objectives=("accuracy", "latency"),
+                 constraints=Constraints(max_memory=60_000))
+    assert [d.name for d in p.study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert p.study.metric_names == ["accuracy", "latency_ms"]
+    while (c := p.propose()) is not None:
+        p.tell(c.trial, "complete", accuracy=0.5)
+    trials = p.study.get_trials()
+    for t in trials:
+        a = t.user_attrs
+        assert t.values == [a["accuracy"], a["latency_ms"]]  # the run's two objectives, in order
+        assert (a["memory_bytes"] > 60_000) == (a["status"] == "infeasible") == (t.constraints["memory"] > 0)
+    assert {t.user_attrs["status"] for t in trials} == {"complete", "infeasible"}

@@ -157,6 +157,28 @@ def test_resume_after_kill_finishes_budget_without_retraining(tmp_path):
     assert sorted(front["trial"]) == sorted(out.front["trial"])
 
 
+def test_two_objectives_and_a_memory_limit_hold_across_resume(tmp_path):
+    """--objectives accuracy,latency with --max-memory: two-objective study, memory-infeasible trials never
+    trained, and a resumed run keeps its objectives."""
+    limits = Constraints(max_memory=60_000)
+    run = run_search(settings(tmp_path, "two", budget=3, objectives=("accuracy", "latency"), constraints=limits,
+                              sampler="random"), live=False).run_dir
+    out = run_search(resume=run, budget=4, live=False)
+    trials, front, study = load(run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["settings"]["objectives"] == ["accuracy", "latency"] and len(trials) == 4
+    assert study.metric_names == ["accuracy", "latency_ms"] and len(study.directions) == 2
+    infeasible = trials["state"] == "infeasible"
+    assert infeasible.any() and (trials["state"] == "complete").any(), "the limit should split these candidates"
+    assert ((trials["memory_bytes"] > 60_000) == infeasible).all() and (trials.loc[infeasible, "epochs_done"] == 0).all()
+    for t in study.trials:
+        if t.user_attrs["status"] == "complete":
+            assert t.values == [t.user_attrs["accuracy"], t.user_attrs["latency_ms"]]
+    done = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
+    assert sorted(compute_front(done, objectives_of(config)).table["trial"]) == sorted(front["trial"])
+    assert out.hypervolume == pytest.approx(compute_front(done, objectives_of(config)).hypervolume)
+
+
 # ---------------------------------------------------------------- cluster device and GPU share
 
 def test_default_gpu_share_spreads_trials_over_gpus():

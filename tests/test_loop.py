@@ -100,3 +100,37 @@ def test_the_run_objectives_decide_what_is_told_and_memory_limits_apply(tmp_path
         assert t.values == [a["accuracy"], a["latency_ms"]]  # the run's two objectives, in order
         assert (a["memory_bytes"] > 60_000) == (a["status"] == "infeasible") == (t.constraints["memory"] > 0)
     assert {t.user_attrs["status"] for t in trials} == {"complete", "infeasible"}
+
+
+def test_the_loop_counts_every_running_trial_and_times_epochs(tmp_path, meter, capsys):
+    from cspnas import run_format
+    from cspnas.search.loop import SearchLoop
+
+    settings = SearchSettings(name="loop", epochs=2, budget=4, concurrency=2)
+    run = tmp_path / "loop"
+    config = run_format.new_config(settings=settings.to_dict(), space_yaml="", space_name="default", data={},
+                                   num_classes=NUM_CLASSES, in_chs=IN_CHS, input_size=SIZE, train_device="cpu",
+                                   latency={}, references={"macs": 1e9, "latency": 100.0})
+    run_format.create_run_dir(run, config)
+    study = run_format.open_study(run_format.open_storage(run / "study.db"), settings.objectives,
+                                  optuna.samplers.RandomSampler(seed=1))
+    loop = SearchLoop(settings=settings, space=load_space("default"), config=config, run_dir=run, study=study,
+                      meter=meter, in_chs=IN_CHS, num_classes=NUM_CLASSES, trial_spec={}, live=False, dashboard=False)
+    loop.prepare()
+    with loop.progress:
+        loop.refresh()
+        a, b = loop.start("a"), loop.start("b")  # what Ray's suggest asks for
+        assert {a["trial"], b["trial"]} == {0, 1} and len(loop.status().running) == 2
+        assert loop.status().eta_s() is None  # nothing has trained yet
+        loop.on_result("a", {"epoch": 1, "train_seconds": 3.0, "val_acc_per_epoch": [0.5]})
+        s = loop.status()
+        assert [(r.trial, r.epochs_done) for r in s.running] == [(0, 1), (1, 0)]
+        assert s.epoch_seconds == pytest.approx(3.0) and s.eta_s() == pytest.approx((2 * 2 + 1 + 2) * 3.0 / 2)
+        loop.on_complete("a", {"epoch": 2, "status": "complete", "val_acc": 0.75, "train_seconds": 6.0,
+                               "val_acc_per_epoch": [0.5, 0.75]}, error=False)
+        loop.on_complete("b", {"epoch": 1, "status": "running", "val_acc": 0.4, "train_seconds": 3.0}, error=False)
+    trials = run_format.load_run(run).trials.set_index("trial")
+    assert trials.loc[0, "state"] == "complete" and trials.loc[0, "accuracy"] == 0.75
+    assert trials.loc[1, "state"] == "pruned"  # stopped before its last epoch: never a front point
+    log = capsys.readouterr().err
+    assert "running 2: #0 epoch 1/2" in log and log.count("[cspnas]") == 4  # start, epoch, two tells

@@ -25,7 +25,7 @@ from cspnas.objectives import told_values
 from cspnas.run_format import FINAL_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
-from cspnas.search.progress import Progress, Status
+from cspnas.search.progress import Progress, Running, Status
 from cspnas.search.settings import SearchSettings
 from cspnas.space.searchspace import SearchSpace
 
@@ -154,6 +154,7 @@ class SearchLoop:
         self.dashboard = dashboard
         self.t0 = time.monotonic() if t0 is None else t0
         self.running: dict[str, optuna.Trial] = {}  # Ray trial id -> its Optuna trial
+        self._training: dict[str, tuple[float, int, float]] = {}  # Ray trial id -> (started, epochs, seconds)
         self.closed: list[int] = []
         self.progress = Progress(live=live)
         self.trials = self.front = None
@@ -166,7 +167,6 @@ class SearchLoop:
         self.closed = interrupted_to_failed(self.study)
         self.proposer.meter.remember(self.study)
         self.proposer.asked = count_final(self.study)
-        self.progress.started_done = self.proposer.asked
 
     def run(self, resources: dict[str, float], scheduler: Any = None) -> None:
         """Train proposals under Ray Tune until the budget is spent (Ray must be started)."""
@@ -205,6 +205,7 @@ class SearchLoop:
         if candidate is None:
             return None
         self.running[key] = candidate.trial
+        self._training[key] = (time.monotonic(), 0, 0.0)
         self.refresh(started=True)
         crash_point("trial_started")
         return {"trial": candidate.trial.number, "arch": candidate.arch_json, **self.trial_spec}
@@ -215,9 +216,13 @@ class SearchLoop:
             return
         trial.set_user_attr("val_acc_per_epoch", list(result.get("val_acc_per_epoch", [])))
         trial.set_user_attr("epochs_done", int(result.get("epoch", 0)))
+        started = self._training.get(key, (time.monotonic(), 0, 0.0))[0]
+        self._training[key] = (started, int(result.get("epoch", 0)), float(result.get("train_seconds", 0.0)))
+        self.progress.update(self.status())  # the epoch moves the status line; the tables wait for the tell
 
     def on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
         trial = self.running.pop(key, None)
+        self._training.pop(key, None)
         if trial is None:
             return
         result = result or {}
@@ -278,14 +283,27 @@ class SearchLoop:
             log.warning("dashboard refresh failed: %s", e)
 
     def status(self) -> Status:
-        trials, elapsed = self.trials, time.monotonic() - self.t0
+        trials, now = self.trials, time.monotonic()
         states = trials["state"].value_counts().to_dict() if len(trials) else {}
         complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
         done = sum(states.get(k, 0) for k in FINAL_STATES)
-        return Status(done=done, budget=self.settings.budget, running=len(self.running),
+        running = tuple(Running(self.running[k].number, epochs, now - started)
+                        for k, (started, epochs, _) in self._training.items() if k in self.running)
+        # training seconds per epoch: trials that trained (twins copy theirs), then the running ones
+        trained = trials[trials["state"].isin(FINAL_STATES) & (trials["epochs_done"] > 0)
+                         & trials["duplicate_of"].isna()] if len(trials) else trials
+        seconds = float(trained["train_seconds"].fillna(0).sum()) if len(trials) else 0.0
+        epochs = int(trained["epochs_done"].sum()) if len(trials) else 0
+        for _, e, s in self._training.values():
+            seconds, epochs = seconds + s, epochs + e
+        untrained = states.get("infeasible", 0) + (int(trials["duplicate_of"].notna().sum()) if len(trials) else 0)
+        return Status(done=done, budget=self.settings.budget, running=running,
                       infeasible=states.get("infeasible", 0), failed=states.get("failed", 0),
                       pruned=states.get("pruned", 0), best_accuracy=float(max(complete)) if len(complete) else None,
-                      front_size=len(self.front), hypervolume=self.hypervolume, elapsed_s=elapsed)
+                      front_size=len(self.front), hypervolume=self.hypervolume, elapsed_s=now - self.t0,
+                      epochs=self.settings.epochs, epoch_seconds=seconds / epochs if epochs else None,
+                      trained_share=(done - untrained) / done if done else 1.0,
+                      concurrency=self.settings.concurrency)
 
 
 def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:

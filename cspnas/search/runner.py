@@ -195,5 +195,7 @@ def _scheduler(settings: SearchSettings):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.epochs,
+    from cspnas.search.searcher import METRIC, MODE
+
+    return ASHAScheduler(metric=METRIC, mode=MODE, time_attr="epoch", max_t=settings.epochs,
                          grace_period=1, reduction_factor=2)

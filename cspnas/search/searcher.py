@@ -14,13 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.search import Searcher
 
+from cspnas.objectives import OBJECTIVES
+
 if TYPE_CHECKING:
     from cspnas.search.loop import SearchLoop
 
 
+# What Ray sees: the accuracy objective, as the trainable reports it per epoch (ASHA stops on it).
+# The other objectives are measured before training and told by the loop, so Ray never needs them.
+METRIC, MODE = "val_acc", OBJECTIVES["accuracy"].direction
+
+
 class LoopSearcher(Searcher):
     def __init__(self, loop: "SearchLoop"):
-        super().__init__(metric="val_acc", mode="max")  # what the trainable reports; the study has the rest
+        super().__init__(metric=METRIC, mode=MODE)
         self._loop = loop
 
     def suggest(self, trial_id: str) -> dict | str | None:

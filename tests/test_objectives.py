@@ -15,7 +15,7 @@ from cspnas.objectives import (DEFAULT_OBJECTIVES, OBJECTIVES, PICKS, parse_obje
 from cspnas.results import figures
 from cspnas.results.dashboard import render_dashboard
 from cspnas.results.export import pick_trial
-from cspnas.results.report import front_table
+from cspnas.results.report import front_table, report_dict
 from cspnas.run_format import load_run, objectives_of, open_storage
 from cspnas.search.settings import SearchSettings
 
@@ -81,6 +81,7 @@ def test_a_two_objective_run_is_recorded_and_shown_as_such(two_objective_run):
     leanest = pick_trial(run, "leanest")
     assert leanest["memory_bytes"] == run.front["memory_bytes"].min()
     assert list(front_table(run, "memory")["memory_bytes"]) == sorted(run.front["memory_bytes"])
+    assert report_dict(run)["objectives"] == ["accuracy", "memory"]
 
 
 def test_runs_of_the_previous_version_load_with_the_default_objectives(tmp_path):

@@ -76,7 +76,7 @@ def report_dict(run: Run, sort: str = "accuracy") -> dict:
     front = front_table(run, sort)
     records = [{k: _json_value(v) for k, v in row.items()} for row in front.to_dict(orient="records")]
     return {"run": run.name, "path": str(run.path), "dataset": run.setting("dataset"),
-            "totals": run_totals(run).to_dict(), "sort": sort, "front": records}
+            "objectives": list(run.objectives), "totals": run_totals(run).to_dict(), "sort": sort, "front": records}
 
 
 def front_csv(run: Run, sort: str = "accuracy") -> str:

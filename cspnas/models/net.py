@@ -1,7 +1,6 @@
 """The network builder: ArchConfig -> nn.Module (stem, stages, classifier head)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ from cspnas.errors import ArchError, CspnasError
 from cspnas.models.blocks import ConvNormAct
 from cspnas.models.presets import PRESETS
 from cspnas.models.stages import build_stage
-from cspnas.space.arch import ArchConfig, StemConfig, validate
+from cspnas.space.arch import ArchConfig, StemConfig, parse_json, validate
 
 
 def build_stem(cfg: StemConfig, in_chs: int) -> nn.Sequential:
@@ -80,16 +79,13 @@ def load_arch(source: ArchConfig | str | Path | dict) -> ArchConfig:
             raw = path.read_text()
         except OSError as e:
             raise CspnasError(f"{path}: cannot read ({e.strerror})") from None
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"{path}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        data = parse_json(raw, str(path))
         if isinstance(data, dict) and "arch" in data and "stages" not in data:
             data = data["arch"]  # accept files that wrap the arch (e.g. trial exports)
         try:
             return ArchConfig.from_dict(data)
         except ArchError as e:
-            raise ArchError(f"{path}: {e}") from None
+            raise ArchError(f"{path}: {e}", code=e.code, field=e.field, stage=e.stage) from None
     raise CspnasError(f"unknown preset or file {text!r}; see `cspnas presets` for names, or pass an ARCH.json path")
 
 

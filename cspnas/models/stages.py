@@ -6,11 +6,12 @@ from torch import nn
 
 from cspnas.models.blocks import BLOCKS, ConvNormAct
 from cspnas.space.arch import StageConfig, stage_channels
+from cspnas.space.kinds import BLOCK_KINDS
 
 
 def _blocks(cfg: StageConfig, ins, mids, outs) -> nn.Sequential:
     block = BLOCKS[cfg.block_type]
-    groups = cfg.groups if cfg.block_type in ("bottleneck", "resnext", "dark") else 1
+    groups = cfg.groups if BLOCK_KINDS[cfg.block_type].takes_groups else 1
     return nn.Sequential(*[
         block(i, o, m, groups=groups, act=cfg.act, se_ratio=cfg.se_ratio) for i, m, o in zip(ins, mids, outs)
     ])

@@ -11,44 +11,8 @@ from cspnas.search.settings import SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace
 
-PREFLIGHT_SAMPLES = 200  # random architectures looked at (plus one cheap corner per stage/block type)
+PREFLIGHT_SAMPLES = 200  # random architectures looked at (plus the space's cheapest corners)
 PREFLIGHT_LATENCY_CANDIDATES = 3  # latency is measured only for this many of the cheapest by MACs
-
-
-class _CornerTrial:
-    """Stands in for an optuna.Trial and answers every knob with its cheapest value (fewest
-    channels, shallowest, largest stride, no SE, ...), with the given stage and block type where
-    the space offers them. Random samples rarely hit these corners; a tight limit often needs one."""
-
-    def __init__(self, stage_type: str, block_type: str):
-        self.stage_type, self.block_type = stage_type, block_type
-
-    def suggest_int(self, name: str, low: int, high: int) -> int:
-        return high if name.endswith("stride") else low
-
-    def suggest_categorical(self, name: str, choices):
-        key = name.rsplit(".", 1)[-1]
-        if key in ("stage_type", "block_type"):
-            want = self.stage_type if key == "stage_type" else self.block_type
-            return want if want in choices else choices[0]
-        if all(isinstance(c, bool) for c in choices):
-            return False  # down_growth / cross_linear: False is the narrower one
-        numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
-        if len(numbers) == len(choices):
-            return max(numbers) if key in ("stride", "groups") else min(numbers)
-        return choices[0]
-
-
-def _corner_archs(space: SearchSpace, in_chs: int, num_classes: int) -> list[ArchConfig]:
-    kinds: dict[str, list[str]] = {"stage_type": [], "block_type": []}
-    for spec in space.stages:
-        for key, names in kinds.items():
-            value = spec.get(key, "csp" if key == "stage_type" else "dark")
-            for v in value if isinstance(value, tuple) else (value,):
-                if v not in names:
-                    names.append(v)
-    return [space.sample(_CornerTrial(st, bt), in_chs=in_chs, num_classes=num_classes)
-            for st in kinds["stage_type"] for bt in kinds["block_type"]]
 
 
 def _conv_linear_macs(model, in_chs: int, input_size: int) -> int:
@@ -112,7 +76,7 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    candidates = _corner_archs(space, in_chs, num_classes)
+    candidates = space.corners(in_chs, num_classes)
     seen: dict[str, tuple[int, int, ArchConfig]] = {}  # hash -> (params, MACs or their lower bound, arch)
     within: list[tuple[int, ArchConfig]] = []  # (MACs, arch) meeting the params and MACs limits
     samples = 0

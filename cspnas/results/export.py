@@ -22,6 +22,7 @@ from cspnas.errors import CspnasError
 from cspnas.results.pareto import default_objectives, knee_index, normalize
 from cspnas.results.rundir import Run
 from cspnas.space.arch import ArchConfig
+from cspnas.space.footprint import ensure_fits, footprint
 from cspnas.units import format_duration_ms
 
 FORMATS = ("json", "onnx", "torchscript", "safetensors")
@@ -161,6 +162,10 @@ def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tupl
     if weights is None and set(formats) != {"json"}:
         raise CspnasError(f"trial {trial} kept no weights (a search keeps them only for Pareto-front members); "
                           f"export its architecture with --format json and train it with `cspnas train`")
+    if set(formats) != {"json"}:  # the model is built and run on the CPU, at the check batch
+        size = input_shape(run, arch)[-1]
+        ensure_fits(footprint(arch, size).inference_bytes(CHECK_BATCH), "cpu",
+                    f"exporting trial {trial} at {size}x{size}", "export it with --format json on this machine")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))

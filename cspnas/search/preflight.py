@@ -41,9 +41,33 @@ def _conv_linear_macs(model, in_chs: int, input_size: int) -> int:
     return total
 
 
+def check_largest_fits(space: SearchSpace, settings: SearchSettings, meter: CostMeter, in_chs: int,
+                       num_classes: int) -> None:
+    """Refuse a space whose largest candidate (its most expensive corner, by the config-level estimate)
+    cannot train `--concurrency` at a time on this machine's training device, or be timed on the latency
+    device. On a cluster (--address) trials train elsewhere, so only the latency side is checked."""
+    from cspnas.space.footprint import ensure_fits, footprint
+    from cspnas.train import resolve_device
+
+    size = meter.input_size
+    corners = space.corners(in_chs, num_classes, cheapest=False)
+    sizes = [footprint(a, size) for a in corners]
+    fix = "use a smaller space (widths, depths) or input size"
+    if not settings.address:
+        need = max(f.training_bytes(settings.batch_size) for f in sizes) * settings.concurrency
+        ensure_fits(need, str(resolve_device(settings.device)),
+                    f"the largest candidate of space '{space.name}', {settings.concurrency} training at once in "
+                    f"batches of {settings.batch_size} at {size}x{size},", f"{fix}, --batch-size or --concurrency")
+    lat = meter.latency
+    ensure_fits(max(f.inference_bytes(lat.batch_size) for f in sizes), lat.device,
+                f"timing the largest candidate of space '{space.name}' at batch {lat.batch_size}",
+                f"{fix}, or --latency-batch-size")
+
+
 def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, meter: CostMeter, in_chs: int,
                                  num_classes: int) -> None:
-    """Raise CspnasError, before the run directory exists, when the hard limits rule out the space.
+    """Raise CspnasError, before the run directory exists, when the hard limits rule out the space
+    or its largest candidate cannot fit in memory (check_largest_fits).
 
     Looks at one cheapest corner per stage/block type and PREFLIGHT_SAMPLES random architectures
     (Optuna's RandomSampler on an in-memory study, seeded by --seed): params, and MACs as a
@@ -58,6 +82,7 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
     from cspnas.models import build_model
     from cspnas.units import format_count, format_duration_ms
 
+    check_largest_fits(space, settings, meter, in_chs, num_classes)
     c = settings.constraints
     if c.max_params is None and c.max_macs is None and c.max_latency_ms is None:
         return

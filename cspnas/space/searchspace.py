@@ -278,7 +278,13 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
 
 def parse_space(text: str, origin: str = "<space>") -> SearchSpace:
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if _expanded_nodes(node) > MAX_YAML_NODES:
+            raise CspnasError(f"{origin}: the YAML expands to more than {MAX_YAML_NODES:,} values through nested "
+                              "aliases (*name); write the space out without aliases of aliases")
         data = yaml.safe_load(text)
+    except RecursionError:  # the composer recurses per nesting level
+        raise CspnasError(f"{origin}: the YAML is nested too deeply; a search space nests 4 levels") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -288,6 +294,29 @@ def parse_space(text: str, origin: str = "<space>") -> SearchSpace:
         return _parse(data, text)
     except _SpaceError as e:
         raise CspnasError(f"{origin}: {e}") from None
+
+
+def _expanded_nodes(root) -> int:
+    """How many values `root` becomes once every alias is expanded, counting each shared node once per
+    use; memoized, so a billion-laughs document costs its size, not its expansion. Caps at the limit."""
+    counts: dict[int, int] = {}
+
+    def count(node) -> int:
+        if id(node) in counts:
+            return counts[id(node)]
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total = min(total + count(child), MAX_YAML_NODES + 1)
+        counts[id(node)] = total
+        return total
+
+    return 0 if root is None else count(root)
 
 
 class _SpaceError(Exception):

@@ -15,9 +15,10 @@ from cspnas.space.arch import ArchConfig, stage_channels
 from cspnas.space.kinds import BLOCK_KINDS, STAGE_KINDS
 
 BYTES_PER_VALUE = 4  # float32 weights and activations
-# Training keeps, per convolution, its output, the norm's output and the activation's for the backward
-# pass, and holds weights, gradients and the optimizer's momentum.
-TRAIN_ACTIVATION_COPIES = 3
+# For the backward pass autograd keeps about two tensors per convolution (its output, which the norm
+# needs, and the norm's or activation's output) (measured in tests/test_footprint.py); training also
+# holds weights, their gradients and the optimizer's momentum.
+TRAIN_ACTIVATION_COPIES = 2
 TRAIN_WEIGHT_COPIES = 3
 # An inference forward holds a block's input, its inner maps, its output and the stage's skip part at once.
 INFERENCE_LIVE_MAPS = 4

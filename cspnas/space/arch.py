@@ -62,6 +62,13 @@ class StemConfig:
     pool: bool = False
     act: str = "leaky_relu"
 
+    def conv_strides(self) -> tuple[int, ...]:
+        """Each conv's stride (timm's rule): the first strides when stride > 1, the last one too for
+        stride 4 without pool."""
+        last = len(self.out_chs) - 1
+        return tuple(2 if (i == 0 and self.stride > 1) or (i == last and self.stride > 2 and not self.pool) else 1
+                     for i in range(len(self.out_chs)))
+
 
 @dataclass(frozen=True)
 class StageConfig:
@@ -142,6 +149,21 @@ class ArchConfig:
         )
         validate(arch)
         return arch
+
+    def feature_levels(self) -> list[dict[str, Any]]:
+        """The feature maps a backbone offers, as timm's `feature_info`: the last map at each reduction
+        (input size / map size), from the stem's convs and pool and every stage; `module` names it."""
+        maps, reduction = [], 1
+        for i, (chs, stride) in enumerate(zip(self.stem.out_chs, self.stem.conv_strides())):
+            reduction *= stride
+            maps.append({"num_chs": chs, "reduction": reduction, "module": f"stem.conv{i + 1}"})
+        if self.stem.pool:
+            reduction *= 2
+            maps.append({"num_chs": self.stem.out_chs[-1], "reduction": reduction, "module": "stem.pool"})
+        for i, s in enumerate(self.stages):
+            reduction *= s.stride
+            maps.append({"num_chs": s.out_chs, "reduction": reduction, "module": f"stages.{i}"})
+        return [m for m, after in zip(maps, maps[1:] + [None]) if after is None or after["reduction"] != m["reduction"]]
 
     def summary(self) -> str:
         """Compact one-line description, e.g. 'csp/dark d1-2-8 w64-128-256 s.50'."""

@@ -49,9 +49,7 @@ def footprint(arch: ArchConfig, input_size: int) -> Footprint:
     size = input_size
     prev = arch.in_chs
     stem = arch.stem
-    last = len(stem.out_chs) - 1
-    for i, chs in enumerate(stem.out_chs):  # the builder's stride rule (cspnas.models.net.build_stem)
-        stride = 2 if (i == 0 and stem.stride > 1) or (i == last and stem.stride > 2 and not stem.pool) else 1
+    for chs, stride in zip(stem.out_chs, stem.conv_strides()):
         size = acc.conv(prev, chs, stem.kernel_size, size, stride)
         prev = chs
     if stem.pool:

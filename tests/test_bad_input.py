@@ -144,12 +144,24 @@ def corrupt_trials(run: Path) -> None:
     write(run / "trials.csv", "\n".join(head + [",".join(["7"] * 300)]) + "\n")
 
 
-def largest_valid_arch(root: Path, runs: Runs) -> None:
+def _largest_valid_arch() -> str:
     """The biggest network validation accepts: 8 stages of 8192 channels, depth 64, every ratio at 8."""
     stage = {"depth": 64, "out_chs": 8192, "stride": 1, "stage_type": "csp", "block_type": "dark",
              "expand_ratio": 8.0, "block_ratio": 8.0, "bottle_ratio": 8.0}
-    arch = {"in_chs": 64, "num_classes": 10, "stem": {"out_chs": [4096]}, "stages": [stage] * 8}
-    write(root / "big.json", json.dumps(arch))
+    return json.dumps({"in_chs": 64, "num_classes": 10, "stem": {"out_chs": [4096]}, "stages": [stage] * 8})
+
+
+def largest_valid_arch(root: Path, runs: Runs) -> None:
+    write(root / "big.json", _largest_valid_arch())
+
+
+def with_huge_archs(run: Path) -> None:
+    """Every trial of the run claims the largest valid architecture (export must refuse before building it)."""
+    import pandas as pd
+
+    trials = pd.read_csv(run / "trials.csv")
+    trials["arch_json"] = _largest_valid_arch()
+    trials.to_csv(run / "trials.csv", index=False)
 
 
 DEEP = 200_000
@@ -373,6 +385,9 @@ CASES = [
          ["--max-latency", "no Pareto-front trial"], "the fastest is trial", copy_run("good")),
     case("export-weights-gone", "export results/run --pick best --format onnx --out exported",
          ["kept no weights"], "--format json", copy_run("good", edit=lambda run: shutil.rmtree(run / "weights"))),
+    case("export-arch-does-not-fit", "export results/run --pick best --out exported",
+         ["exporting trial", "needs about", "available RAM"], "--format json",
+         copy_run("good", edit=with_huge_archs)),
     case("export-without-out", "export results/run", ["--out", "required"], "--help", copy_run("good")),
 
     # ---- train

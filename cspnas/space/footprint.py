@@ -85,8 +85,7 @@ def _stage(acc: _Tally, s, in_chs: int, size: int) -> int:
     plan = stage_channels(s, in_chs)
     if plan.down_chs:
         size = acc.conv(in_chs, plan.down_chs, 3, size, s.stride, s.groups)
-    split = STAGE_KINDS[s.stage_type].split
-    if split:
+    if STAGE_KINDS[s.stage_type].split:
         acc.conv(plan.down_chs or in_chs, plan.exp_chs, 1, size)
     kind = BLOCK_KINDS[s.block_type]
     groups = s.groups if kind.takes_groups else 1
@@ -103,16 +102,17 @@ def _stage(acc: _Tally, s, in_chs: int, size: int) -> int:
             acc.conv(cin, cout, 1, size)  # projection shortcut
         acc.map(cout * area)  # the sum (residual) or the concatenation (dense)
     last = plan.block_out[-1]
-    if not split:
+    if not STAGE_KINDS[s.stage_type].split:
         if last != s.out_chs:
             acc.conv(last, s.out_chs, 1, size)
         return size
-    has_tb = s.stage_type in ("csp", "fusion_last")  # the stage types' fusions (cspnas.models.stages)
-    if has_tb:
+    stage = STAGE_KINDS[s.stage_type]
+    if stage.transition_b:
         acc.conv(last, plan.out_b_chs, 1, size)
-    acc.map(((plan.out_b_chs if has_tb else last) + plan.skip_chs) * area)  # the concatenation
-    if s.stage_type != "fusion_last":
-        acc.conv((plan.out_b_chs if has_tb else last) + plan.skip_chs, s.out_chs, 1, size)
+    fused = (plan.out_b_chs if stage.transition_b else last) + plan.skip_chs
+    acc.map(fused * area)  # the concatenation
+    if stage.transition:
+        acc.conv(fused, s.out_chs, 1, size)
     return size
 
 

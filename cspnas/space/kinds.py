@@ -42,6 +42,8 @@ class BlockKind:
 class StageKind:
     letter: str
     split: bool  # splits channels into a block part and a skip part (the SPLIT_KNOBS apply)
+    transition_b: bool = False  # a 1x1 transition on the block part before the concatenation
+    transition: bool = False  # a 1x1 transition after the concatenation
 
 
 _BOTTLENECK = (Conv("in", "mid", 1), Conv("mid", "mid", 3, grouped=True), Conv("mid", "out", 1))
@@ -55,10 +57,10 @@ BLOCK_KINDS: dict[str, BlockKind] = {
 }
 
 STAGE_KINDS: dict[str, StageKind] = {
-    "csp": StageKind("C", split=True),
-    "fusion_first": StageKind("F", split=True),
-    "fusion_last": StageKind("L", split=True),
-    "plain": StageKind("P", split=False),
+    "csp": StageKind("C", split=True, transition_b=True, transition=True),
+    "fusion_first": StageKind("F", split=True, transition=True),
+    "fusion_last": StageKind("L", split=True, transition_b=True),
+    "plain": StageKind("P", split=False),  # maps back to out_chs only when its blocks change the width
 }
 
 # knobs that exist only for some stage or block types (conditional parameters of a search)

@@ -37,8 +37,8 @@ from cspnas.space.kinds import knob_applies
 STAGE_KNOBS = ("stage_type", "block_type", "split_ratio", "expand_ratio", "block_ratio", "bottle_ratio",
                "groups", "se_ratio", "down_growth", "cross_linear", "act")
 _DEFAULTS = {f.name: f.default for f in fields(StageConfig) if f.name in STAGE_KNOBS}
-# A search space's YAML may use anchors and aliases, but expanded it must stay this small (a
-# real space has a few hundred nodes): nested aliases can otherwise blow 600 bytes up to GBs.
+# A YAML file may use anchors and aliases, but expanded it must stay this small (a real search
+# space has a few hundred values): nested aliases can otherwise blow 600 bytes up to GBs.
 MAX_YAML_NODES = 100_000
 
 
@@ -277,23 +277,29 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
 
 
 def parse_space(text: str, origin: str = "<space>") -> SearchSpace:
+    data = load_yaml(text, origin)
+    try:
+        return _parse(data, text)
+    except _SpaceError as e:
+        raise CspnasError(f"{origin}: {e}") from None
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """yaml.safe_load with one-line errors and bounds: at most MAX_YAML_NODES values once aliases are
+    expanded (checked on the node graph, before anything is expanded), and no traceback on deep nesting."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if _expanded_nodes(node) > MAX_YAML_NODES:
             raise CspnasError(f"{origin}: the YAML expands to more than {MAX_YAML_NODES:,} values through nested "
-                              "aliases (*name); write the space out without aliases of aliases")
-        data = yaml.safe_load(text)
+                              "aliases (*name); write it out without aliases of aliases")
+        return yaml.safe_load(text)
     except RecursionError:  # the composer recurses per nesting level
-        raise CspnasError(f"{origin}: the YAML is nested too deeply; a search space nests 4 levels") from None
+        raise CspnasError(f"{origin}: the YAML is nested too deeply to read; flatten it") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
         raise CspnasError(f"{origin}: malformed YAML{where}: {problem}") from None
-    try:
-        return _parse(data, text)
-    except _SpaceError as e:
-        raise CspnasError(f"{origin}: {e}") from None
 
 
 def _expanded_nodes(root) -> int:

@@ -6,4 +6,14 @@ class CspnasError(Exception):
 
 
 class ArchError(CspnasError, ValueError):
-    """An architecture description is invalid; the message starts with the offending field path."""
+    """An architecture description is invalid; the message starts with the offending field path.
+
+    Code that reacts to the problem (the search space's repair) reads `code` (one of
+    `cspnas.space.arch.Code`), `field` (the field path, e.g. "stages[2].groups") and `stage`
+    (the stage index, or None), never the message.
+    """
+
+    def __init__(self, message: str, *, code: str = "invalid", field: str | None = None,
+                 stage: int | None = None):
+        super().__init__(message)
+        self.code, self.field, self.stage = code, field, stage

@@ -144,6 +144,42 @@ def corrupt_trials(run: Path) -> None:
     write(run / "trials.csv", "\n".join(head + [",".join(["7"] * 300)]) + "\n")
 
 
+def _largest_valid_arch() -> str:
+    """The biggest network validation accepts: 8 stages of 8192 channels, depth 64, every ratio at 8."""
+    stage = {"depth": 64, "out_chs": 8192, "stride": 1, "stage_type": "csp", "block_type": "dark",
+             "expand_ratio": 8.0, "block_ratio": 8.0, "bottle_ratio": 8.0}
+    return json.dumps({"in_chs": 64, "num_classes": 10, "stem": {"out_chs": [4096]}, "stages": [stage] * 8})
+
+
+def largest_valid_arch(root: Path, runs: Runs) -> None:
+    write(root / "big.json", _largest_valid_arch())
+
+
+def with_huge_archs(run: Path) -> None:
+    """Every trial of the run claims the largest valid architecture (export must refuse before building it)."""
+    import pandas as pd
+
+    trials = pd.read_csv(run / "trials.csv")
+    trials["arch_json"] = _largest_valid_arch()
+    trials.to_csv(run / "trials.csv", index=False)
+
+
+DEEP = 200_000
+# 600 bytes that expand to 9^9 strings through aliases of aliases ("billion laughs")
+ALIAS_BOMB = "name: bomb\ndescription:\n" + "".join(
+    f"  - &{a} [{', '.join([f'*{p}' if p else 'lol'] * 9)}]\n" for p, a in zip(["", *"abcdefgh"], "abcdefghi")
+) + "stem: {out_chs: *i}\nstages:\n  - {depth: 1, out_chs: 16}\n"
+
+HUGE_SPACE = """\
+name: huge
+stem: {out_chs: 4096, kernel_size: 3, stride: 1}
+stages:
+  - {depth: 64, out_chs: 8192, stride: 1}
+  - {depth: 64, out_chs: 8192, stride: 1}
+per_stage: {stage_type: csp, block_type: dark}
+"""
+
+
 def set_stage(key: str, value):
     def edit(arch: dict) -> None:
         arch["stages"][0][key] = value
@@ -192,7 +228,28 @@ CASES = [
     case("inspect-unknown-dtype", "inspect arch.json --dtype float8", ["--dtype", "'float8'"], "choose from",
          arch_file()),
 
+    # inspect: limits before allocation (estimated from the config; nothing is built)
+    case("inspect-input-size-100000", "inspect cspresnet50 --input-size 100000 --no-latency",
+         ["100000x100000", "needs about", "TiB", "available RAM"], "use a smaller --input-size"),
+    case("inspect-billion-classes", "inspect arch.json --num-classes 1000000000 --no-latency",
+         ["1,000,000,000 classes", "needs about"], "--num-classes", arch_file()),
+    case("inspect-largest-valid-arch", "inspect big.json --no-latency", ["big.json", "needs about", "PiB"],
+         "use a smaller", largest_valid_arch),
+    case("inspect-threads-over-cores", "inspect arch.json --threads 100000", ["threads", "100000"],
+         "at most this machine's CPU core count", arch_file()),
+    case("inspect-batch-size-5000", "inspect arch.json --batch-size 5000", ["batch_size", "5000"], "at most 1024",
+         arch_file()),
+    case("inspect-input-size-over-cap", "inspect arch.json --input-size 5000", ["input_size", "5000"],
+         "at most 4096", arch_file()),
+    case("inspect-json-nested-200000-deep", "inspect arch.json", ["arch.json", "nested too deeply"],
+         "an architecture nests 4 levels",
+         lambda root, runs: write(root / "arch.json", "[" * DEEP + "]" * DEEP)),
+
     # ---- space
+    case("space-alias-bomb", "space space.yaml", ["space.yaml", "expands to more than", "nested aliases"],
+         "without aliases of aliases", space_file(ALIAS_BOMB)),
+    case("space-yaml-nested-200000-deep", "space space.yaml", ["space.yaml", "nested too deeply"],
+         "flatten it", space_file("stages: " + "[" * DEEP + "]" * DEEP + "\n")),
     case("space-missing-file", "space nothere.yaml", "nothere.yaml", "use a bundled one"),
     case("space-malformed-yaml", "space space.yaml", ["space.yaml", "malformed YAML"], "at line 4 column 1",
          space_file("name: x\nstages:\n  - {depth: 1, out_chs: [16, 24\n")),
@@ -263,6 +320,16 @@ CASES = [
          ["space 'default'", "--max-params 10", "params", "fewest among"], "raise the limit"),
     case("search-impossible-latency", SEARCH + "--space edge --target-latency 1ns",
          ["space 'edge'", "--target-latency 1 ns", "fastest"], "raise the limit"),
+    # ---- search: limits before allocation
+    case("search-latency-threads-over-cores", SEARCH + "--latency-threads 100000", ["threads", "100000"],
+         "at most this machine's CPU core count"),
+    case("search-latency-batch-size-5000", SEARCH + "--latency-batch-size 5000", ["batch_size", "5000"],
+         "at most 1024"),
+    case("search-latency-input-size-100000", SEARCH + "--latency-input-size 100000", ["input_size", "100000"],
+         "at most 4096"),
+    case("search-largest-candidate-does-not-fit", SEARCH + "--space huge.yaml",
+         ["largest candidate of space 'huge'", "needs about", "available RAM"], ["smaller space", "--batch-size"],
+         space_file(HUGE_SPACE, "huge.yaml")),
     # ---- search --resume
     case("search-resume-missing", "search --no-dashboard --resume results/gone", ["results/gone", "no such run"],
          "--resume takes the folder a search wrote"),
@@ -318,6 +385,9 @@ CASES = [
          ["--max-latency", "no Pareto-front trial"], "the fastest is trial", copy_run("good")),
     case("export-weights-gone", "export results/run --pick best --format onnx --out exported",
          ["kept no weights"], "--format json", copy_run("good", edit=lambda run: shutil.rmtree(run / "weights"))),
+    case("export-arch-does-not-fit", "export results/run --pick best --out exported",
+         ["exporting trial", "needs about", "available RAM"], "--format json",
+         copy_run("good", edit=with_huge_archs)),
     case("export-without-out", "export results/run", ["--out", "required"], "--help", copy_run("good")),
 
     # ---- train
@@ -333,6 +403,12 @@ CASES = [
          both(arch_file(), lambda root, runs: write(root / "trained/notes.txt", "mine"))),
     case("train-resume-without-checkpoint", "train arch.json --dataset digits --epochs 1 --out trained --resume",
          ["--resume", "checkpoint.pt"], "drop --resume", both(arch_file(), mkdir("trained"))),
+
+    case("train-arch-does-not-fit", "train big.json --dataset digits --epochs 1", ["training big.json", "needs about"],
+         "--batch-size", largest_valid_arch),
+    case("train-json-nested-200000-deep", "train arch.json --dataset digits --epochs 1",
+         ["arch.json", "nested too deeply"], "an architecture nests 4 levels",
+         lambda root, runs: write(root / "arch.json", "{\"a\": " * DEEP + "1" + "}" * DEEP)),
 
     # ---- the CLI itself
     case("unknown-command", "frobnicate", ["'frobnicate'", "invalid choice"], "--help"),

@@ -14,12 +14,15 @@ def register(sub) -> None:
                    help="only consider front trials at most this slow, e.g. 8ms, 500us, 0.01s")
     p.add_argument("--format", default=None, metavar="LIST",
                    help="comma list of json, onnx, torchscript, safetensors (default: all)")
+    p.add_argument("--backbone", action="store_true",
+                   help="TorchScript/ONNX hold the feature extractor (one output per feature level, no head) "
+                        "instead of the classifier")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty directory to write (never overwritten)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
-    from cspnas.results.export import FILE_NAMES, export_trial, parse_formats
+    from cspnas.results.export import export_trial, parse_formats
     from cspnas.run_format import load_run
     import pandas as pd
 
@@ -29,12 +32,13 @@ def run_export(args) -> int:
     formats = parse_formats(args.format)
     max_latency = parse_duration_ms(args.max_latency) if args.max_latency is not None else None
     run = load_run(args.run)
-    done = export_trial(run, args.out, pick=args.pick, formats=formats, max_latency_ms=max_latency)
+    done = export_trial(run, args.out, pick=args.pick, formats=formats, max_latency_ms=max_latency,
+                        backbone=args.backbone)
     row = run.trial(done.trial)
     measured = [f"{s.title} {s.format(row[s.column])}" for s in OBJECTIVES.values() if pd.notna(row.get(s.column))]
     print(f"trial {done.trial} ({args.pick}): {row['arch_summary']}, " + ", ".join(measured))
     for check in done.checks:
-        print(f"{FILE_NAMES[check.format]}: max abs diff vs PyTorch {check.max_abs_diff:.2e} "
+        print(f"{check.file}: max abs diff vs PyTorch {check.max_abs_diff:.2e} "
               f"({'ok' if check.ok else 'FAILED'}, tolerance {check.tolerance:.2g})")
     if not done.weights_kept:
         print("note: the search kept no weights for this trial; only the (untrained) architecture was exported")

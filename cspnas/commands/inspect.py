@@ -9,6 +9,7 @@ from rich.table import Table
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import PRESETS, build_model, load_arch
 from cspnas.space import stage_channels
+from cspnas.space.footprint import ensure_fits, footprint
 
 
 def presets_table(*, as_json: bool) -> int:
@@ -37,11 +38,16 @@ def inspect_arch(args) -> int:
         from cspnas.errors import CspnasError
 
         raise CspnasError(f"--input-size must be >= 1, got {size}")
+    # before anything is allocated: MACs are counted at batch 1, latency and memory at --batch-size
+    batch = 1 if args.no_latency and not args.memory else max(1, args.batch_size or 1)
+    ensure_fits(footprint(arch, size).inference_bytes(batch), args.device,
+                f"{args.arch} at {size}x{size}, batch {batch}, {arch.num_classes:,} classes",
+                "use a smaller --input-size, --batch-size or --num-classes")
+    settings = LatencySettings(device=args.device, batch_size=args.batch_size, in_chs=arch.in_chs, input_size=size,
+                               threads=args.threads, dtype=args.dtype)
     model = build_model(arch)
     macs = count_macs(model, in_chs=arch.in_chs, input_size=size)
     latency = memory = None
-    settings = LatencySettings(device=args.device, batch_size=args.batch_size, in_chs=arch.in_chs, input_size=size,
-                               threads=args.threads, dtype=args.dtype)
     if not args.no_latency:
         latency = measure_latency(model, settings)
     if args.memory:

@@ -23,6 +23,7 @@ from cspnas.objectives import specs
 from cspnas.pareto import knee_index, normalize
 from cspnas.run_format import Run
 from cspnas.space.arch import ArchConfig
+from cspnas.space.footprint import ensure_fits, footprint
 from cspnas.units import format_duration_ms
 
 FORMATS = ("json", "onnx", "torchscript", "safetensors")
@@ -36,6 +37,8 @@ CHECK_BATCH = 2  # not the export batch (1), so the dynamic batch axis is exerci
 
 FILE_NAMES = {"json": "arch.json", "safetensors": "weights.safetensors", "torchscript": "model.ts",
               "onnx": "model.onnx"}
+# --backbone: the feature extractor (every feature level, no head) instead of the classifier
+BACKBONE_FILE_NAMES = {**FILE_NAMES, "torchscript": "backbone.ts", "onnx": "backbone.onnx"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Check:
     format: str
     max_abs_diff: float
     output_scale: float = 1.0  # max |PyTorch output| on the check inputs
+    file: str = ""
 
     @property
     def tolerance(self) -> float:
@@ -139,8 +143,10 @@ def _complete_trial(run: Run, number: int) -> pd.Series:
 
 
 def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tuple[str, ...] = FORMATS,
-                 max_latency_ms: float | None = None) -> Exported:
-    """Pick a trial and export it into the new or empty directory `out` (never overwrites)."""
+                 max_latency_ms: float | None = None, backbone: bool = False) -> Exported:
+    """Pick a trial and export it into the new or empty directory `out` (never overwrites). With
+    `backbone`, TorchScript and ONNX hold its feature extractor (`CspNet.features()`: every feature
+    level, one output each) instead of the classifier."""
     out = Path(out).expanduser()
     _check_out(out)
     row = pick_trial(run, pick, max_latency_ms)
@@ -150,16 +156,23 @@ def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tupl
     if weights is None and set(formats) != {"json"}:
         raise CspnasError(f"trial {trial} kept no weights (a search keeps them only for Pareto-front members); "
                           f"export its architecture with --format json and train it with `cspnas train`")
+    if set(formats) != {"json"}:  # the model is built and run on the CPU, at the check batch
+        size = input_shape(run, arch)[-1]
+        ensure_fits(footprint(arch, size).inference_bytes(CHECK_BATCH), "cpu",
+                    f"exporting trial {trial} at {size}x{size}", "export it with --format json on this machine")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     except OSError as e:
         raise CspnasError(f"cannot create --out {out} ({e.strerror}); choose a writable directory") from None
     try:
-        files, checks = _write_all(run, row, arch, weights, formats, tmp)
+        files, checks = _write_all(run, row, arch, weights, formats, tmp, backbone)
         from cspnas.results.model_card import model_card
 
-        (tmp / "MODEL.md").write_text(model_card(run, row, arch, pick, files, checks, weights is not None))
+        card = model_card(run, row, arch, pick, files, checks, weights is not None)
+        if backbone:
+            card += _backbone_card(arch, input_shape(run, arch))
+        (tmp / "MODEL.md").write_text(card)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
         if out.exists():
             out.rmdir()  # _check_out made sure it is empty
@@ -194,33 +207,38 @@ def input_shape(run: Run, arch: ArchConfig, batch: int = 1) -> tuple[int, int, i
 
 
 def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None, formats: tuple[str, ...],
-               tmp: Path) -> tuple[list[str], list[Check]]:
+               tmp: Path, backbone: bool = False) -> tuple[list[str], list[Check]]:
     from cspnas.models import build_model
 
+    names = BACKBONE_FILE_NAMES if backbone else FILE_NAMES
     files, checks = [], []
-    (tmp / FILE_NAMES["json"]).write_text(arch.to_json() + "\n")
-    files.append(FILE_NAMES["json"])
+    (tmp / names["json"]).write_text(arch.to_json() + "\n")
+    files.append(names["json"])
     if set(formats) == {"json"}:
         return files, checks
     model = build_model(arch).eval()
     _load_weights(model, weights, int(row["trial"]))
+    if backbone:
+        model = model.features().eval()
+    outputs = [f"features_{i}" for i in model.out_indices] if backbone else ["logits"]
     example = torch.zeros(input_shape(run, arch))
     torch.manual_seed(0)
     check_input = torch.randn(input_shape(run, arch, CHECK_BATCH))
     with torch.no_grad():
-        expected = model(check_input).numpy()
+        expected = _numpy(model(check_input))
     if "safetensors" in formats:
-        shutil.copyfile(weights, tmp / FILE_NAMES["safetensors"])
-        files.append(FILE_NAMES["safetensors"])
+        shutil.copyfile(weights, tmp / names["safetensors"])
+        files.append(names["safetensors"])
     if "torchscript" in formats:
-        path = tmp / FILE_NAMES["torchscript"]
+        path = tmp / names["torchscript"]
         _write_torchscript(model, example, path)
-        checks.append(Check("torchscript", _diff(_run_torchscript(path, check_input), expected), _scale(expected)))
+        checks.append(Check("torchscript", _diff(_run_torchscript(path, check_input), expected), _scale(expected),
+                            path.name))
         files.append(path.name)
     if "onnx" in formats:
-        path = tmp / FILE_NAMES["onnx"]
-        _write_onnx(model, example, path)
-        checks.append(Check("onnx", _diff(_run_onnx(path, check_input), expected), _scale(expected)))
+        path = tmp / names["onnx"]
+        _write_onnx(model, example, path, outputs)
+        checks.append(Check("onnx", _diff(_run_onnx(path, check_input), expected), _scale(expected), path.name))
         files.append(path.name)
     bad = [c for c in checks if not c.ok]
     if bad:
@@ -248,40 +266,63 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     # trace, not script: CspNet has no data-dependent control flow, and tracing handles every block type
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit deprecation notices
-        traced = torch.jit.trace(model, example)
+        traced = torch.jit.trace(model, example, strict=False)  # strict=False: a backbone returns a list
         traced.save(str(path))
 
 
-def _run_torchscript(path: Path, x: torch.Tensor) -> np.ndarray:
+def _run_torchscript(path: Path, x: torch.Tensor) -> list[np.ndarray]:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        return torch.jit.load(str(path)).eval()(x).numpy()
+        return _numpy(torch.jit.load(str(path)).eval()(x))
 
 
-def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> None:
     # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles these convnets fully
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), opset_version=ONNX_OPSET, dynamo=False,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                          input_names=["input"], output_names=outputs,
+                          dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]})
     import onnx
 
     onnx.checker.check_model(str(path))
 
 
-def _run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
+def _run_onnx(path: Path, x: torch.Tensor) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"input": x.numpy()})[0]
+    return session.run(None, {"input": x.numpy()})
 
 
-def _scale(expected: np.ndarray) -> float:
-    return float(np.max(np.abs(expected))) if expected.size else 1.0
+def _numpy(out: torch.Tensor | list[torch.Tensor] | tuple) -> list[np.ndarray]:
+    """A model's output (logits, or a backbone's feature maps) as a list of arrays."""
+    return [t.numpy() for t in out] if isinstance(out, (list, tuple)) else [out.numpy()]
 
 
-def _diff(got: np.ndarray, expected: np.ndarray) -> float:
-    if got.shape != expected.shape:
+def _scale(expected: list[np.ndarray]) -> float:
+    return max((float(np.max(np.abs(e))) for e in expected if e.size), default=1.0)
+
+
+def _diff(got: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """Max abs difference over every output; inf when the outputs' number or shapes differ."""
+    if len(got) != len(expected) or any(np.shape(g) != e.shape for g, e in zip(got, expected)):
         return float("inf")
-    return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    return max(float(np.max(np.abs(np.asarray(g, np.float64) - e.astype(np.float64)))) for g, e in zip(got, expected))
+
+
+def _backbone_card(arch: ArchConfig, shape: tuple[int, ...]) -> str:
+    levels = arch.feature_levels()
+    rows = [f"| `features_{i}` | {m['num_chs']} | {m['reduction']} | `{m['module']}` |" for i, m in enumerate(levels)]
+    x = f"torch.zeros(1, {', '.join(map(str, shape[1:]))})"
+    return "\n".join([
+        "## Backbone", "",
+        "`backbone.ts` and `backbone.onnx` hold the network without its head: one output per feature level "
+        "(the last map at each reduction, as timm's `features_only`), checked against PyTorch like the "
+        "classifier. Map size = input size / reduction.", "",
+        "| output | channels | reduction | module |", "|---|---|---|---|", *rows, "",
+        "```python", "import torch", "from safetensors.torch import load_file", "import cspnas", "",
+        "net = cspnas.build_model(\"arch.json\")",
+        "net.load_state_dict(load_file(\"weights.safetensors\"))",
+        "backbone = net.features(out_indices=None).eval()  # or e.g. (2, 3, 4); feature_info: channels, reduction",
+        f"features = backbone({x})", "```", ""])

@@ -51,7 +51,9 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
     what = {"arch.json": "the architecture (`cspnas.build_model` / `cspnas train` read it)",
             "weights.safetensors": "the trained state_dict (safetensors)",
             "model.ts": "TorchScript (traced), runs without cspnas",
-            "model.onnx": "ONNX (opset 17, dynamic batch axis; input `input`, output `logits`)"}
+            "model.onnx": "ONNX (opset 17, dynamic batch axis; input `input`, output `logits`)",
+            "backbone.ts": "TorchScript (traced) of the backbone: a list of feature maps (see Backbone)",
+            "backbone.onnx": "ONNX of the backbone (opset 17, dynamic batch; outputs `features_N`, see Backbone)"}
     lines += [f"- `{f}`: {what[f]}" for f in files]
     if not weights_kept:
         lines += ["", "**No trained weights**: the search did not keep weights for this trial (it keeps them only "

@@ -25,8 +25,8 @@ from cspnas.search.loop import SearchLoop
 from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.ray_session import start_ray
 from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings
-from cspnas.space import ArchConfig, StageConfig, StemConfig
-from cspnas.space.searchspace import IntRange, SearchSpace, load_space, parse_space
+from cspnas.space import ArchConfig
+from cspnas.space.searchspace import SearchSpace, load_space, parse_space
 
 @dataclass(frozen=True)
 class SearchOutcome:
@@ -51,15 +51,7 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def _largest_arch(space: SearchSpace, in_chs: int, num_classes: int) -> ArchConfig:
-    """A big member of the space (max widths and depths, csp stages), to scale the objectives."""
-    def top(v):
-        return v.max if isinstance(v, IntRange) else max(v) if isinstance(v, tuple) else v
-
-    stages = tuple(StageConfig(depth=top(s["depth"]), out_chs=top(s["out_chs"]), stride=top(s.get("stride", 2)),
-                               stage_type="csp", block_type="dark", split_ratio=0.75, bottle_ratio=1.0)
-                   for s in space.stages)
-    stem = StemConfig(out_chs=(top(space.stem.get("out_chs", 32)),), stride=top(space.stem.get("stride", 1)))
-    return ArchConfig(stem=stem, stages=stages, in_chs=in_chs, num_classes=num_classes)
+    return space.largest(in_chs, num_classes)
 
 
 def _references(settings: SearchSettings, meter: CostMeter, space: SearchSpace, in_chs: int,

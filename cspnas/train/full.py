@@ -53,6 +53,7 @@ def train_full(arch_source: str | Path, out: str | Path, settings: FullTrainSett
     from cspnas.cost import count_macs, count_params
     from cspnas.data import load_dataset
     from cspnas.models import build_model, load_arch
+    from cspnas.space.footprint import ensure_fits, footprint
     from cspnas.train import TrainConfig, TrainingDiverged, evaluate, resolve_device, train
 
     out = Path(out).expanduser()
@@ -62,6 +63,9 @@ def train_full(arch_source: str | Path, out: str | Path, settings: FullTrainSett
                       device=str(resolve_device(device)))
     data = load_dataset(settings.dataset, data_dir)
     arch = arch.with_io(in_chs=data.in_chs, num_classes=data.num_classes)
+    ensure_fits(footprint(arch, data.input_size).training_bytes(settings.batch_size), cfg.device,
+                f"training {arch_source} on {data.input_size}x{data.input_size} images in batches of "
+                f"{settings.batch_size}", "pass a smaller --batch-size or a smaller architecture")
     if resume:
         saved = _read_json(out / ARCH)
         if saved.get("stages") and load_arch(saved).arch_hash() != arch.arch_hash():

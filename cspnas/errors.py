@@ -17,3 +17,11 @@ class ArchError(CspnasError, ValueError):
                  stage: int | None = None):
         super().__init__(message)
         self.code, self.field, self.stage = code, field, stage
+
+
+class Interrupted(CspnasError):
+    """The user stopped a command with a signal; the CLI exits 128 + its number (130 Ctrl-C, 143 SIGTERM)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

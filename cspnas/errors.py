@@ -7,3 +7,7 @@ class CspnasError(Exception):
 
 class ArchError(CspnasError, ValueError):
     """An architecture description is invalid; the message starts with the offending field path."""
+
+
+class DiskFullError(CspnasError):
+    """A write failed for lack of space (ENOSPC/EDQUOT); freeing space and re-running fixes it."""

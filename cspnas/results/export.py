@@ -1,15 +1,13 @@
 """Export one trial of a run (picked from the Pareto front) as arch.json, weights, TorchScript, ONNX and MODEL.md.
 
-Everything is written into a temporary sibling of --out and renamed into place only after
-the exported models were checked against PyTorch, so an error leaves nothing behind.
+Everything is written into a hidden sibling of --out and renamed into place only after the
+exported models were checked against PyTorch, so an error (a full disk too) leaves nothing behind.
 """
 from __future__ import annotations
 
+import io
 import math
-import os
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import pandas as pd
 import torch
 
 from cspnas.errors import CspnasError
+from cspnas.fsutil import staged_dir, write_atomic
 from cspnas.results.pareto import default_objectives, knee_index, normalize
 from cspnas.results.rundir import Run
 from cspnas.space.arch import ArchConfig
@@ -161,23 +160,11 @@ def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tupl
     if weights is None and set(formats) != {"json"}:
         raise CspnasError(f"trial {trial} kept no weights (a search keeps them only for Pareto-front members); "
                           f"export its architecture with --format json and train it with `cspnas train`")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    except OSError as e:
-        raise CspnasError(f"cannot create --out {out} ({e.strerror}); choose a writable directory") from None
-    try:
+    with staged_dir(out) as tmp:  # `out` appears only once every file is written and checked
         files, checks = _write_all(run, row, arch, weights, formats, tmp)
         from cspnas.results.model_card import model_card
 
-        (tmp / "MODEL.md").write_text(model_card(run, row, arch, pick, files, checks, weights is not None))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
-        if out.exists():
-            out.rmdir()  # _check_out made sure it is empty
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_atomic(tmp / "MODEL.md", model_card(run, row, arch, pick, files, checks, weights is not None))
     return Exported(trial=trial, pick=pick, out=out, files=tuple(files) + ("MODEL.md",), checks=tuple(checks),
                     weights_kept=weights is not None)
 
@@ -209,7 +196,7 @@ def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None,
     from cspnas.models import build_model
 
     files, checks = [], []
-    (tmp / FILE_NAMES["json"]).write_text(arch.to_json() + "\n")
+    write_atomic(tmp / FILE_NAMES["json"], arch.to_json() + "\n")
     files.append(FILE_NAMES["json"])
     if set(formats) == {"json"}:
         return files, checks
@@ -221,7 +208,7 @@ def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None,
     with torch.no_grad():
         expected = model(check_input).numpy()
     if "safetensors" in formats:
-        shutil.copyfile(weights, tmp / FILE_NAMES["safetensors"])
+        write_atomic(tmp / FILE_NAMES["safetensors"], weights.read_bytes())
         files.append(FILE_NAMES["safetensors"])
     if "torchscript" in formats:
         path = tmp / FILE_NAMES["torchscript"]
@@ -260,7 +247,9 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit deprecation notices
         traced = torch.jit.trace(model, example)
-        traced.save(str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def _run_torchscript(path: Path, x: torch.Tensor) -> np.ndarray:
@@ -271,11 +260,13 @@ def _run_torchscript(path: Path, x: torch.Tensor) -> np.ndarray:
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles these convnets fully
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), opset_version=ONNX_OPSET, dynamo=False,
+        torch.onnx.export(model, (example,), buffer, opset_version=ONNX_OPSET, dynamo=False,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    write_atomic(path, buffer.getvalue())
     import onnx
 
     onnx.checker.check_model(str(path))

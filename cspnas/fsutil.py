@@ -67,20 +67,20 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
             raise
 
 
-def check_writable_dir(path: str | Path, what: str) -> None:
-    """Refuse, before any work, a folder (or the nearest existing parent it would be made in) that
-    is a file or not writable by this user. Nothing is written: access(2) answers for read-only
-    mounts, immutable folders and permissions alike, for root too."""
-    path = Path(path).expanduser()
-    existing = path
+def check_writable_dir(folder: str | Path, label: str) -> None:
+    """Refuse, before any work, a folder to write in (or the nearest existing parent it would be made
+    in) that is a file or not writable by this user; `label` names it in the message (e.g. the flag
+    and its value). Nothing is written: access(2) answers for read-only mounts, immutable folders
+    and permissions alike, for root too."""
+    folder = Path(folder).expanduser()
+    existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise CspnasError(f"{what} {path}: {existing} is a file, not a folder; pass a folder "
-                          f"(e.g. {path.with_suffix('')}-results) or move the file")
+        raise CspnasError(f"{label}: {existing} is a file, not a folder; pass a folder or move the file")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise CspnasError(f"{what} {path}: {existing} is read-only for this user; make it writable "
-                          "or pass a writable folder")
+        raise CspnasError(f"{label}: {existing} is read-only for this user; make it writable or pass a writable "
+                          "folder")
 
 
 @contextmanager
@@ -102,6 +102,7 @@ def staged_dir(target: str | Path, staging: Path | None = None) -> Iterator[Path
     except BaseException as e:
         if not keep:
             shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in DISK_FULL:  # a write inside the block that did not use write_atomic
-            raise write_error(e, target) from e
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in DISK_FULL):
+            # name the folder the user asked for, not the hidden staging file that hit the limit
+            raise write_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), target) from e
         raise

@@ -64,7 +64,7 @@ def open_storage(path: Path) -> optuna.storages.RDBStorage:
 def prepare_run(settings: SearchSettings) -> Path:
     """Create RUN = results_dir/name; refuse to touch an existing one."""
     run_dir = Path(settings.results_dir) / settings.name
-    check_writable_dir(settings.results_dir, "--results-dir")
+    check_writable_dir(settings.results_dir, f"--results-dir {settings.results_dir}")
     if run_dir.exists():
         raise CspnasError(f"{run_dir} already exists; continue it with `cspnas search --resume {run_dir}` "
                           "or choose another --name")

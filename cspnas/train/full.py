@@ -146,7 +146,7 @@ def _work_dir(out: Path, settings: FullTrainSettings, resume: bool) -> Path:
         if (partial / CHECKPOINT).is_file():
             raise CspnasError(f"--out {out}: an interrupted training of it is kept in {partial}; pass --resume to "
                               f"continue it, or delete {partial} to start over")
-        check_writable_dir(out.parent, "--out")
+        check_writable_dir(out.parent, f"--out {out}")
         return partial
     work = partial if (partial / CHECKPOINT).is_file() else out
     if not (work / CHECKPOINT).is_file():

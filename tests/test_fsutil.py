@@ -123,3 +123,38 @@ def test_full_disk_is_one_error_naming_the_file_and_keeps_the_old_one(full_tmpfs
         with staged_dir(full_tmpfs / "out") as staging:
             (staging / "big").write_bytes(b"x" * 200_000)
     assert sorted(p.name for p in full_tmpfs.iterdir()) == ["trials.csv"]
+
+
+@pytest.fixture
+def read_only_run(run_dir, tmp_path):
+    """A copy of the run that this process cannot write to (a read-only bind mount as root, whom
+    chmod does not stop; chmod 0555 otherwise)."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    if os.geteuid() != 0:
+        run.chmod(0o555)
+        yield run
+        run.chmod(0o755)
+        return
+    try:
+        subprocess.run(["mount", "--bind", str(run), str(run)], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot bind-mount here ({e}): needs root with CAP_SYS_ADMIN")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(run)], check=True, capture_output=True, timeout=30)
+        yield run
+    finally:
+        subprocess.run(["umount", "-l", str(run)], check=False, timeout=30)
+
+
+def test_reading_a_read_only_run_works(read_only_run, tmp_path, capsys):
+    """report and export only read RUN: a read-only run (an archive, someone else's results) is fine."""
+    from cspnas.cli import main
+
+    with pytest.raises(OSError):
+        (read_only_run / "probe").write_text("x")  # the fixture really is read-only
+    assert main(["report", str(read_only_run)]) == 0
+    assert main(["export", str(read_only_run), "--format", "json", "--out", str(tmp_path / "exported")]) == 0
+    assert (tmp_path / "exported" / "arch.json").is_file()
+    assert main(["dashboard", str(read_only_run), "--no-importance"]) == 2
+    assert "read-only" in capsys.readouterr().err

@@ -12,6 +12,11 @@ there as a subprocess, and checks that
   touch the run, a bad export or train writes no --out, nothing lands in the data cache
   (CSPNAS_CACHE_DIR points into the case's directory).
 
+Where output cannot go, the filesystems are real: a read-only bind mount (as root, whom chmod
+does not stop; chmod 0555 otherwise) and a full disk (a 4 MB tmpfs filled to the last byte).
+Those cases are skipped, with the reason, where mounting is not permitted. A write that fails
+mid-way may have made and removed a staging folder: only that folder's mtime may change.
+
 No case may start Ray or train: a sitecustomize on the subprocess's PYTHONPATH replaces
 `ray.init` with a function that raises, so validation that comes too late shows up as a
 traceback instead of a slow, silent pass. No GPU is visible (CUDA_VISIBLE_DEVICES=""), so the

@@ -459,7 +459,8 @@ FOLDER = SEARCH + "--dataset folder --data-dir photos"
 CASES += [
     # ---- where a command writes: a file in the way, a read-only folder, a full disk
     case("search-results-dir-is-a-file", SEARCH + "--results-dir results.txt",
-         ["--results-dir results.txt", "is a file"], "pass a folder", lambda root, runs: write(root / "results.txt", "x")),
+         ["--results-dir results.txt", "is a file"], "pass a folder",
+         lambda root, runs: write(root / "results.txt", "x")),
     case("search-results-dir-under-a-file", SEARCH + "--results-dir notes.txt/runs",
          ["--results-dir notes.txt/runs", "notes.txt is a file"], "pass a folder",
          lambda root, runs: write(root / "notes.txt", "x")),
@@ -486,7 +487,8 @@ CASES += [
     # ---- image folders that cannot be read
     case("search-folder-symlink-loop", FOLDER, ["photos/train/loop", "symbolic link loop"], "remove or fix that link",
          image_folder(lambda folder: (symlink("train/loop", "loop2")(folder), symlink("train/loop2", "loop")(folder)))),
-    case("train-folder-image-symlink-loop", "train arch.json --dataset folder --data-dir photos --epochs 1 --out trained",
+    case("train-folder-image-symlink-loop",
+         "train arch.json --dataset folder --data-dir photos --epochs 1 --out trained",
          ["photos/train/a/self.png", "symbolic link loop"], "remove or fix that link",
          both(arch_file(), image_folder(symlink("train/a/self.png", "self.png")))),
     case("search-folder-decompression-bomb", FOLDER, ["photos/train/a/huge.png", "decompression bomb"],

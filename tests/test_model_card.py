@@ -1,7 +1,5 @@
 """MODEL.md keeps user strings (run name, data set, latency device) literal: parsed as Markdown,
 each stays inside its own code span or text, a table keeps its cells, and no HTML gets through."""
-from pathlib import Path
-
 import pytest
 import yaml
 from markdown_it import MarkdownIt

@@ -65,7 +65,8 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         "",
         "| metric | value | how it was measured |",
         "|---|---|---|",
-        f"| validation accuracy | {100 * float(row['accuracy']):.2f}% | top-1 on the {_code(dataset, in_table=True)} validation split "
+        f"| validation accuracy | {100 * float(row['accuracy']):.2f}% | top-1 on the "
+        f"{_code(dataset, in_table=True)} validation split "
         f"after {epochs} epoch(s) of search training (a search budget, not training to convergence) |",
         f"| MACs | {int(row['macs']):,} ({format_count(row['macs'])}) | fvcore, batch 1, input "
         f"1x{arch.in_chs}x{_text(size)}x{_text(size)}; 1 multiply-add = 1 MAC, batch-norm counted, activations not |",
@@ -74,7 +75,8 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         f"median forward pass in PyTorch eager mode on {_text(lat.get('device', '?'))}, "
         f"batch {_text(lat.get('batch_size', '?'))}, {_text(lat.get('threads', '?'))} thread(s), "
         f"{_text(lat.get('dtype', '?'))}, input {_text(lat.get('in_chs', arch.in_chs))}x"
-        f"{_text(lat.get('input_size', size))}x{_text(lat.get('input_size', size))}, on the machine that ran the search |",
+        f"{_text(lat.get('input_size', size))}x{_text(lat.get('input_size', size))}, "
+        "on the machine that ran the search |",
         "",
     ]
     if curve:

@@ -25,3 +25,7 @@ class Interrupted(CspnasError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class DiskFullError(CspnasError):
+    """A write failed for lack of space (ENOSPC/EDQUOT); freeing space and re-running fixes it."""

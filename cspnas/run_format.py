@@ -28,6 +28,7 @@ import yaml
 
 from cspnas import __version__
 from cspnas.errors import CspnasError
+from cspnas.fsutil import check_writable_dir, write_atomic
 from cspnas.objectives import (COLUMNS, OBJECTIVES, bind, optuna_directions, run_limits, run_objectives,
                                run_references)
 from cspnas.pareto import Objective, compute_front, hypervolume_curve
@@ -66,19 +67,16 @@ def full_fidelity(epochs_done, epochs):
 # -- writing -----------------------------------------------------------------------------------------
 
 def write_yaml_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomic(path, df.to_csv(index=False))
 
 
 def new_run_dir(results_dir: str | Path, name: str) -> Path:
     """RUN = results_dir/name; refuse to touch an existing one."""
+    check_writable_dir(results_dir, f"--results-dir {results_dir}")
     run_dir = Path(results_dir) / name
     if run_dir.exists():
         raise CspnasError(f"{run_dir} already exists; continue it with `cspnas search --resume {run_dir}` "

@@ -12,6 +12,11 @@ there as a subprocess, and checks that
   touch the run, a bad export or train writes no --out, nothing lands in the data cache
   (CSPNAS_CACHE_DIR points into the case's directory).
 
+Where output cannot go, the filesystems are real: a read-only bind mount (as root, whom chmod
+does not stop; chmod 0555 otherwise) and a full disk (a 4 MB tmpfs filled to the last byte).
+Those cases are skipped, with the reason, where mounting is not permitted. A write that fails
+mid-way may have made and removed a staging folder: only that folder's mtime may change.
+
 No case may start Ray or train: a sitecustomize on the subprocess's PYTHONPATH replaces
 `ray.init` with a function that raises, so validation that comes too late shows up as a
 traceback instead of a slow, silent pass. No GPU is visible (CUDA_VISIBLE_DEVICES=""), so the
@@ -22,14 +27,19 @@ is then its own test, which only reads its outcome.
 """
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
+import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,12 +215,15 @@ class Case:
     names: tuple[str, ...]  # substrings that name the problem (field path, flag, file, value)
     fix: tuple[str, ...]  # substrings of the advice: what to do instead
     setup: Callable[[Path, Runs], object] | None = field(default=None, repr=False)
+    needs: Callable[[], str | None] | None = field(default=None, repr=False)  # why it cannot run here, or None
+    # folders whose mtime may change: a write that failed mid-way made and removed its staging folder there
+    staged_in: tuple[str, ...] = ()
 
 
-def case(id: str, argv: str | list[str], names, fix, setup=None) -> Case:
+def case(id: str, argv: str | list[str], names, fix, setup=None, needs=None, staged_in=()) -> Case:
     argv = argv.split() if isinstance(argv, str) else argv
     as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v)  # noqa: E731
-    return Case(id, tuple(argv), as_tuple(names), as_tuple(fix), setup)
+    return Case(id, tuple(argv), as_tuple(names), as_tuple(fix), setup, needs, as_tuple(staged_in))
 
 
 SEARCH = "search --name s --no-dashboard "  # a new search named s; each case adds one bad thing
@@ -448,6 +461,151 @@ CASES = [
 ]
 
 
+# ---------------------------------------------------------------------------------- filesystems that refuse writes
+
+MOUNTS: list[Path] = []  # mounted by case setups; unmounted once the module's cases have run
+LOCKED: list[Path] = []  # made read-only with chmod (not root); made writable again for pytest's cleanup
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+@functools.cache
+def cannot_mount() -> str | None:
+    """Why this process cannot mount a small tmpfs (None: it can)."""
+    probe = Path(tempfile.mkdtemp(prefix="cspnas-mount-probe-"))
+    try:
+        _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe))
+    except (OSError, subprocess.SubprocessError) as e:
+        probe.rmdir()
+        detail = (getattr(e, "stderr", None) or str(e)).strip().splitlines()[-1:] or [""]
+        return f"cannot mount a tmpfs here ({detail[0]}): needs root with CAP_SYS_ADMIN"
+    subprocess.run(["umount", str(probe)], check=False, timeout=30)
+    probe.rmdir()
+    return None
+
+
+def cannot_make_read_only() -> str | None:
+    # chmod does not stop root, so root gets a read-only bind mount instead
+    return cannot_mount() if os.geteuid() == 0 else None
+
+
+def read_only(rel: str):
+    """Setup: make root/rel (made if missing) read-only for the command."""
+    def setup(root: Path, runs: Runs) -> None:
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            _mount("--bind", str(path), str(path))
+            MOUNTS.append(path)
+            _mount("-o", "remount,bind,ro", str(path))
+        else:
+            path.chmod(0o555)
+            LOCKED.append(path)
+    return setup
+
+
+def full_disk(rel: str, then: Callable[[Path, Runs], object] | None = None):
+    """Setup: mount a 4 MB tmpfs at root/rel, let `then` put files on it, then fill it to the last byte."""
+    def setup(root: Path, runs: Runs) -> None:
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path))
+        MOUNTS.append(path)
+        if then is not None:
+            then(root, runs)
+        fd = os.open(path / ".filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while os.write(fd, bytes(65536)):
+                pass
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+        finally:
+            os.close(fd)
+    return setup
+
+
+def release_filesystems() -> None:
+    for path in reversed(MOUNTS):
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)
+    MOUNTS.clear()
+    for path in LOCKED:
+        path.chmod(0o755)
+    LOCKED.clear()
+
+
+def png(width: int, height: int) -> bytes:
+    """An 8-bit greyscale PNG declaring width x height pixels. Only a small image holds all its
+    pixels; a huge one holds 64 bytes of data, as a decompression bomb's header lies about its size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" + bytes(range(width))[:width]) * height if width * height <= 4096 else bytes(64)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def image_folder(edit: Callable[[Path], object] | None = None, dest: str = "photos"):
+    """Setup: a valid two-class image folder at `dest` (3 8x8 PNGs per class), then `edit` it."""
+    def setup(root: Path, runs: Runs) -> None:
+        for cls in ("a", "b"):
+            for i in range(3):
+                write(root / dest / "train" / cls / f"{i}.png", png(8, 8))
+        if edit is not None:
+            edit(root / dest)
+    return setup
+
+
+def symlink(rel: str, to: str):
+    return lambda folder: (folder / rel).symlink_to(to)
+
+
+FOLDER = SEARCH + "--dataset folder --data-dir photos"
+
+CASES += [
+    # ---- where a command writes: a file in the way, a read-only folder, a full disk
+    case("search-results-dir-is-a-file", SEARCH + "--results-dir results.txt",
+         ["--results-dir results.txt", "is a file"], "pass a folder",
+         lambda root, runs: write(root / "results.txt", "x")),
+    case("search-results-dir-under-a-file", SEARCH + "--results-dir notes.txt/runs",
+         ["--results-dir notes.txt/runs", "notes.txt is a file"], "pass a folder",
+         lambda root, runs: write(root / "notes.txt", "x")),
+    case("search-results-dir-read-only", SEARCH + "--results-dir ro", ["--results-dir ro", "read-only"],
+         "pass a writable folder", read_only("ro"), cannot_make_read_only),
+    case("dashboard-read-only-run", "dashboard results/run", ["results/run/dashboard.html", "read-only"],
+         "make it writable or write somewhere else", both(copy_run("good"), read_only("results/run")),
+         cannot_make_read_only),
+    case("export-out-read-only", "export results/run --out ro/exported", ["ro/exported", "read-only"],
+         "make it writable or write somewhere else", both(copy_run("good"), read_only("ro")), cannot_make_read_only),
+    case("train-out-read-only", "train arch.json --dataset digits --epochs 1 --out ro/trained",
+         ["--out ro/trained", "read-only"], "pass a writable folder", both(arch_file(), read_only("ro")),
+         cannot_make_read_only),
+    case("export-disk-full", "export results/run --out disk/exported", "disk full writing disk/exported",
+         "free space and re-run", both(copy_run("good"), full_disk("disk")), cannot_mount, staged_in="disk/"),
+    case("dashboard-disk-full", "dashboard results/run", "disk full writing results/run/dashboard.html",
+         "free space and re-run",
+         full_disk("results/run", then=lambda root, runs: shutil.copytree(runs.good, root / "results/run",
+                                                                          dirs_exist_ok=True)), cannot_mount,
+         staged_in="results/run/"),
+    case("train-disk-full", "train arch.json --dataset digits --epochs 1 --out disk/trained",
+         "disk full writing disk/trained", "free space and re-run", both(arch_file(), full_disk("disk")), cannot_mount,
+         staged_in="disk/"),
+    # ---- image folders that cannot be read
+    case("search-folder-symlink-loop", FOLDER, ["photos/train/loop", "symbolic link loop"], "remove or fix that link",
+         image_folder(lambda folder: (symlink("train/loop", "loop2")(folder), symlink("train/loop2", "loop")(folder)))),
+    case("train-folder-image-symlink-loop",
+         "train arch.json --dataset folder --data-dir photos --epochs 1 --out trained",
+         ["photos/train/a/self.png", "symbolic link loop"], "remove or fix that link",
+         both(arch_file(), image_folder(symlink("train/a/self.png", "self.png")))),
+    case("search-folder-decompression-bomb", FOLDER, ["photos/train/a/huge.png", "decompression bomb"],
+         "shrink or remove it", image_folder(lambda folder: write(folder / "train/a/huge.png", png(100_000, 100_000)))),
+    case("search-folder-image-over-pillow-limit", FOLDER, ["photos/train/b/big.png", "more than"],
+         "shrink or remove it", image_folder(lambda folder: write(folder / "train/b/big.png", png(10_000, 10_000)))),
+]
+
+
 # ---------------------------------------------------------------------------------- running
 
 def snapshot(root: Path) -> dict[str, tuple]:
@@ -561,11 +719,14 @@ def outcomes(request, runs, cli_env, tmp_path_factory) -> dict[str, Outcome]:
     """Run every selected case, WORKERS at a time; id -> Outcome."""
     selected = {item.callspec.params["c"].id for item in request.session.items
                 if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "c" in item.callspec.params}
-    todo = [c for c in CASES if c.id in selected]
+    todo = [c for c in CASES if c.id in selected and not (c.needs and c.needs())]
     cases_root = tmp_path_factory.mktemp("bad-input-cases")
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = {c.id: pool.submit(_run, c, cases_root / c.id, runs, cli_env) for c in todo}
-        return {key: f.result() for key, f in futures.items()}
+    try:
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            futures = {c.id: pool.submit(_run, c, cases_root / c.id, runs, cli_env) for c in todo}
+            return {key: f.result() for key, f in futures.items()}
+    finally:
+        release_filesystems()
 
 
 def test_the_table_is_big_and_ids_are_unique():
@@ -585,6 +746,8 @@ def test_the_ray_guard_works(cli_env, tmp_path):
 
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.id)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(c: Case, outcomes):
+    if c.needs and (why := c.needs()):
+        pytest.skip(why)
     got = outcomes[c.id]
     shown = f"argv: {' '.join(c.argv)}\nexit: {got.returncode}\nstdout:\n{got.stdout}\nstderr:\n{got.stderr}"
     assert "Traceback" not in got.stdout + got.stderr, shown
@@ -595,7 +758,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(c: Case, outcomes):
     assert line.startswith("cspnas: error: ") and line[len("cspnas: error: "):].strip(), shown
     for part in c.names + c.fix:
         assert part in line, f"expected {part!r} in the message\n{shown}"
-    changes = describe_changes(got.before, got.after)
+    before, after = dict(got.before), dict(got.after)
+    for folder in c.staged_in:  # still there, and nothing else changed inside it
+        assert after.pop(folder, None) is not None and before.pop(folder)[0] == "dir", shown
+    changes = describe_changes(before, after)
     assert not changes, f"the command changed files:\n{changes}\n{shown}"
 
 

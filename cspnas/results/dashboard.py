@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
-import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from cspnas.errors import CspnasError
+from cspnas.fsutil import write_atomic
 from cspnas.results import figures
 from cspnas.results.importance import param_importances
 from cspnas.objectives import OBJECTIVES, specs
@@ -41,7 +39,7 @@ def write_dashboard(run_path: str | Path, *, importance: bool = True) -> Path:
     run = load_run(run_path)
     page = render_dashboard(run, importance=importance)
     target = run.path / DASHBOARD_NAME
-    _atomic_write(target, page)
+    write_atomic(target, page)
     return target
 
 
@@ -119,21 +117,3 @@ def _section(title: str, fig: go.Figure | None, note: str) -> str:
 
 def _empty_note(pts: figures.Points) -> str:
     return "" if len(pts.complete) else "no complete trial yet"
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    """Write next to the target and rename over it: a reader never sees half a page."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as e:
-        raise CspnasError(f"cannot write {target} ({e.strerror}); check the run directory's permissions") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,14 +1,13 @@
 """Export one trial of a run (picked from the Pareto front) as arch.json, weights, TorchScript, ONNX and MODEL.md.
 
-Everything is written into a temporary sibling of --out and renamed into place only after
-the exported models were checked against PyTorch, so an error leaves nothing behind.
+Everything is written into a hidden sibling of --out and renamed into place only after the
+exported models were checked against PyTorch, so an error (a full disk too) leaves nothing behind.
 """
 from __future__ import annotations
 
-import os
+import io
+import math
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 
 from cspnas.errors import CspnasError
+from cspnas.fsutil import staged_dir, write_atomic
 from cspnas.objectives import PICKS as OBJECTIVE_PICKS
 from cspnas.objectives import specs
 from cspnas.pareto import knee_index, normalize
@@ -160,26 +160,14 @@ def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tupl
         size = input_shape(run, arch)[-1]
         ensure_fits(footprint(arch, size).inference_bytes(CHECK_BATCH), "cpu",
                     f"exporting trial {trial} at {size}x{size}", "export it with --format json on this machine")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    except OSError as e:
-        raise CspnasError(f"cannot create --out {out} ({e.strerror}); choose a writable directory") from None
-    try:
+    with staged_dir(out) as tmp:  # `out` appears only once every file is written and checked
         files, checks = _write_all(run, row, arch, weights, formats, tmp, backbone)
         from cspnas.results.model_card import model_card
 
         card = model_card(run, row, arch, pick, files, checks, weights is not None)
         if backbone:
             card += _backbone_card(arch, input_shape(run, arch))
-        (tmp / "MODEL.md").write_text(card)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
-        if out.exists():
-            out.rmdir()  # _check_out made sure it is empty
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_atomic(tmp / "MODEL.md", card)
     return Exported(trial=trial, pick=pick, out=out, files=tuple(files) + ("MODEL.md",), checks=tuple(checks),
                     weights_kept=weights is not None)
 
@@ -212,7 +200,7 @@ def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None,
 
     names = BACKBONE_FILE_NAMES if backbone else FILE_NAMES
     files, checks = [], []
-    (tmp / names["json"]).write_text(arch.to_json() + "\n")
+    write_atomic(tmp / names["json"], arch.to_json() + "\n")
     files.append(names["json"])
     if set(formats) == {"json"}:
         return files, checks
@@ -227,7 +215,7 @@ def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None,
     with torch.no_grad():
         expected = _numpy(model(check_input))
     if "safetensors" in formats:
-        shutil.copyfile(weights, tmp / names["safetensors"])
+        write_atomic(tmp / names["safetensors"], weights.read_bytes())
         files.append(names["safetensors"])
     if "torchscript" in formats:
         path = tmp / names["torchscript"]
@@ -267,7 +255,9 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit deprecation notices
         traced = torch.jit.trace(model, example, strict=False)  # strict=False: a backbone returns a list
-        traced.save(str(path))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def _run_torchscript(path: Path, x: torch.Tensor) -> list[np.ndarray]:
@@ -278,11 +268,13 @@ def _run_torchscript(path: Path, x: torch.Tensor) -> list[np.ndarray]:
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> None:
     # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles these convnets fully
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), opset_version=ONNX_OPSET, dynamo=False,
+        torch.onnx.export(model, (example,), buffer, opset_version=ONNX_OPSET, dynamo=False,
                           input_names=["input"], output_names=outputs,
                           dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]})
+    write_atomic(path, buffer.getvalue())
     import onnx
 
     onnx.checker.check_model(str(path))

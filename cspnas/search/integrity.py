@@ -26,17 +26,24 @@ FIX = "restore it from a backup, or start a new search with another --name"
 
 
 @contextlib.contextmanager
-def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+def read_only_uri(path: Path) -> Iterator[str]:
+    """A SQLite URI that reads `path` as the module docstring says, without writing to the run
+    (sqlite3: `connect(uri, uri=True)`; SQLAlchemy: `sqlite:///{uri}&uri=true`)."""
     wal = path.with_name(path.name + "-wal")
     with tempfile.TemporaryDirectory(prefix="cspnas-study-") as tmp:
         if not wal.exists():
-            uri = f"{path.resolve().as_uri()}?immutable=1"
+            yield f"{path.resolve().as_uri()}?immutable=1"
         elif search_is_running(path.parent):
-            uri = f"{path.resolve().as_uri()}?mode=ro"
+            yield f"{path.resolve().as_uri()}?mode=ro"
         else:
             for f in (path, wal):
                 shutil.copyfile(f, Path(tmp) / f.name)
-            uri = (Path(tmp) / path.name).as_uri()
+            yield f"{(Path(tmp) / path.name).as_uri()}?mode=rw"
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    with read_only_uri(path) as uri:
         try:
             conn = sqlite3.connect(uri, uri=True)
         except sqlite3.Error as e:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cspnas.errors import CspnasError
+from cspnas.errors import CspnasError, Interrupted
 
 EXIT_USAGE = 2
 
@@ -18,6 +18,11 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401
         raise CspnasError(f"{message} (see `{self.prog} --help`)")
+
+    def parse_known_args(self, args=None, namespace=None):
+        # kept so a command can tell the flags given from the defaults (search --resume)
+        self.argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
 
 def _add_common_io(p: argparse.ArgumentParser) -> None:
@@ -77,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         return int(args.func(args) or 0)
+    except Interrupted as e:
+        print(f"cspnas: {e}", file=sys.stderr)
+        return e.exit_code
     except CspnasError as e:
         print(f"cspnas: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,3 +7,11 @@ class CspnasError(Exception):
 
 class ArchError(CspnasError, ValueError):
     """An architecture description is invalid; the message starts with the offending field path."""
+
+
+class Interrupted(CspnasError):
+    """The user stopped a command with a signal; the CLI exits 128 + its number (130 Ctrl-C, 143 SIGTERM)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

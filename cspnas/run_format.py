@@ -31,10 +31,11 @@ from cspnas.errors import CspnasError
 from cspnas.objectives import (COLUMNS, OBJECTIVES, bind, optuna_directions, run_limits, run_objectives,
                                run_references)
 from cspnas.pareto import Objective, compute_front, hypervolume_curve
+from cspnas.search.integrity import check_study_db
 
 CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
 STUDY_NAME = "cspnas"
-STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted")
+STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled")
 FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states that used up budget
 
 _MEASURED = [c for c in COLUMNS if c != "accuracy"]
@@ -281,6 +282,8 @@ def load_run(path: str | Path) -> Run:
         hint = f"; pass its folder {run.parent}" if run.name in (TRIALS, PARETO, CONFIG) else ""
         raise CspnasError(f"{run}: is a file, not a run directory{hint}")
     config = _read_config(run / CONFIG)
+    if (run / STUDY).exists():  # the tables are derived from it: a damaged study is damage to the run
+        check_study_db(run / STUDY)
     try:
         objectives = run_objectives(config)
     except CspnasError as e:

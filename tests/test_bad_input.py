@@ -92,6 +92,7 @@ class Runs:
     good: Path  # 12 trials, a front with kept weights; trial 3 is pruned, 5 failed
     nothing_complete: Path  # every trial failed or was pruned: no feasible complete trial, an empty front
     resumable: Path  # config.yaml as `cspnas search` writes it, but no study.db
+    resumable_used: Path  # config.yaml (budget 4, epochs 5, tpe) and a study in which 3 trials finished
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -142,6 +143,15 @@ def corrupt_trials(run: Path) -> None:
     """Keep the header and first row, then a row with far more fields: a CSV parser error."""
     head = (run / "trials.csv").read_text().splitlines()[:2]
     write(run / "trials.csv", "\n".join(head + [",".join(["7"] * 300)]) + "\n")
+
+
+def truncate_study(run: Path) -> None:
+    db = run / "study.db"
+    db.write_bytes(db.read_bytes()[:db.stat().st_size // 2])
+
+
+def lock_from_another_host(run: Path) -> None:
+    write(run / ".lock", json.dumps({"host": "elsewhere.example", "pid": 4242, "started": 1.8e9, "ray": []}))
 
 
 def set_stage(key: str, value):
@@ -276,6 +286,21 @@ CASES = [
          ["results/run", "study.db is missing"], "another --name", copy_run("resumable")),
     case("search-resume-budget-0", "search --no-dashboard --resume results/run --budget 0", "--budget", ">= 1",
          copy_run("resumable")),
+    case("search-resume-changed-flags", "search --no-dashboard --resume results/run --epochs 3 --sampler random "
+         "--max-macs 5M --budget 9", ["--epochs 3 (the run has 5)", "--sampler random (the run has tpe)",
+                                      "--max-macs 5000000 (the run has unset)"],
+         ["cannot change on resume", "another --name"], copy_run("resumable_used")),
+    case("search-resume-budget-below-used", "search --no-dashboard --resume results/run --budget 2",
+         ["--budget 2", "already used 3"], "--budget 3 or more", copy_run("resumable_used")),
+    case("search-resume-truncated-study", "search --no-dashboard --resume results/run",
+         ["results/run/study.db", "damaged study database"], "restore it from a backup",
+         copy_run("resumable_used", edit=truncate_study)),
+    case("search-resume-garbage-study", "search --no-dashboard --resume results/run",
+         ["results/run/study.db", "damaged study database"], "restore it from a backup",
+         copy_run("resumable_used", edit=lambda run: write(run / "study.db", b"\x00garbage" * 4096))),
+    case("search-resume-locked-on-another-host", "search --no-dashboard --resume results/run --budget 5",
+         ["locked by a search on elsewhere.example (pid 4242", "cannot be checked from"],
+         "delete results/run/.lock", copy_run("resumable_used", edit=lock_from_another_host)),
 
     # ---- report
     case("report-missing-run", "report results/gone", ["results/gone", "no such run directory"],
@@ -290,6 +315,8 @@ CASES = [
          "cspnas search", copy_run("good", edit=lambda run: write(run / "trials.csv", "trial,state\n0,complete\n"))),
     case("report-without-config", "report results/run", ["results/run", "no config.yaml"], "the folder a search wrote",
          copy_run("good", edit=lambda run: (run / "config.yaml").unlink())),
+    case("report-truncated-study", "report results/run", ["results/run/study.db", "damaged study database"],
+         "restore it from a backup", copy_run("good", edit=truncate_study)),
     case("report-unknown-sort", "report results/run --sort speed", ["--sort", "'speed'"], "choose from",
          copy_run("good")),
 
@@ -298,6 +325,8 @@ CASES = [
          "results/<name>"),
     case("dashboard-without-trials-csv", "dashboard results/run", ["results/run", "no trials.csv"],
          "not a run directory", copy_run("good", edit=lambda run: (run / "trials.csv").unlink())),
+    case("dashboard-truncated-study", "dashboard results/run", ["results/run/study.db", "damaged study database"],
+         "restore it from a backup", copy_run("good", edit=truncate_study)),
     case("dashboard-corrupt-trials-csv", "dashboard results/run", ["results/run/trials.csv", "unreadable CSV"],
          "damaged", copy_run("good", edit=corrupt_trials)),
 
@@ -308,6 +337,9 @@ CASES = [
          ["trial 999", "does not exist"], "trials 0..11", copy_run("good")),
     case("export-no-feasible-trial", "export results/run --out exported", "no feasible complete trial",
          "relax its constraints", copy_run("nothing_complete")),
+    case("export-truncated-study", "export results/run --out exported",
+         ["results/run/study.db", "damaged study database"], "restore it from a backup",
+         copy_run("good", edit=truncate_study)),
     case("export-format-exe", "export results/run --format exe --out exported", ["export format", "exe"],
          "json, onnx, torchscript, safetensors", copy_run("good")),
     case("export-out-not-empty", "export results/run --out exported", ["--out exported", "not empty"],
@@ -411,7 +443,26 @@ def runs(tmp_path_factory) -> Runs:
     config = {"cspnas_version": "0.1.0", "settings": SearchSettings(name="resumable").to_dict(),
               "space_yaml": space.source, "space_name": space.name}
     write(resumable / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    return Runs(good=good, nothing_complete=nothing_complete, resumable=resumable)
+    return Runs(good=good, nothing_complete=nothing_complete, resumable=resumable,
+                resumable_used=_resumable_used(base / "resumable-used", config))
+
+
+def _resumable_used(run: Path, config: dict) -> Path:
+    """A run as `cspnas search` leaves it after 3 of its 4 trials: config.yaml and study.db."""
+    import optuna
+
+    from cspnas.run_format import create_run_dir, open_storage, open_study, run_objectives
+
+    config = {**config, "settings": {**config["settings"], "name": run.name, "budget": 4, "epochs": 5}}
+    create_run_dir(run, config)
+    storage = open_storage(run / "study.db")
+    objectives = run_objectives(config)
+    study = open_study(storage, objectives)
+    for i in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.5 + i / 10] * len(objectives), user_attrs={"status": "complete", "arch_hash": f"h{i}"}))
+    storage.engine.dispose()
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 from cspnas.cost import LatencySettings
 from cspnas.run_format import full_fidelity, open_storage, open_study
 from cspnas.search.costs import CostMeter
-from cspnas.search.loop import Proposer, count_final, interrupted_to_failed
+from cspnas.search.loop import RESAMPLE_LIMIT, Proposer, count_final, interrupted_to_failed
 from cspnas.search.settings import Constraints, SearchSettings
 from cspnas.space.searchspace import load_space
 
@@ -45,18 +45,43 @@ def test_infeasible_candidates_are_told_with_constraints_and_never_proposed(tmp_
     assert all(t.user_attrs["epochs_done"] == 0 for t in infeasible)
 
 
-def test_a_twin_of_a_finished_trial_reuses_its_result(tmp_path, meter):
-    p = proposer(tmp_path, meter, budget=3)
+def test_a_repeat_of_a_finished_or_running_trial_is_drawn_again(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=4)
     first = p.propose()
-    first.trial.set_user_attr("epochs_done", 2)
-    first.trial.set_user_attr("val_acc_per_epoch", [0.4, 0.7])
     p.tell(first.trial, "complete", accuracy=0.7)
+    running = p.propose()  # in flight
     p.study.enqueue_trial(first.trial.params)
-    second = p.propose()  # the enqueued twin is told at once; the next candidate is a new one
-    twin = p.study.get_trials()[1]
-    assert twin.user_attrs["duplicate_of"] == first.trial.number and twin.user_attrs["accuracy"] == 0.7
-    assert twin.user_attrs["val_acc_per_epoch"] == [0.4, 0.7] and twin.state == TrialState.COMPLETE
-    assert second is not None and second.trial.number == 2 and p.told == [0, 1]
+    p.study.enqueue_trial(running.trial.params)
+    third = p.propose()  # both enqueued repeats are told 'resampled'; the sampler draws a new one
+    trials = p.study.get_trials()
+    assert [t.user_attrs["status"] for t in trials[2:4]] == ["resampled", "resampled"]
+    assert [t.user_attrs["duplicate_of"] for t in trials[2:4]] == [first.trial.number, running.trial.number]
+    assert all(t.state == TrialState.FAIL for t in trials[2:4])
+    assert third.trial.number == 4 and count_final(p.study) == 1 and p.asked == 3  # repeats use no budget
+    hashes = [t.user_attrs["arch_hash"] for t in trials if t.user_attrs["status"] != "resampled"]
+    assert len(set(hashes)) == len(hashes)
+
+
+def test_an_exhausted_space_ends_the_proposals(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=5)
+    first = p.propose()
+    p.tell(first.trial, "complete", accuracy=0.7)
+    for _ in range(RESAMPLE_LIMIT):  # a sampler that only ever proposes the same architecture
+        p.study.enqueue_trial(first.trial.params)
+    assert p.propose() is None and p.exhausted and count_final(p.study) == 1
+
+
+def test_an_interrupted_trial_is_requeued_once(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=3)
+    left = p.propose()
+    assert interrupted_to_failed(p.study) == [left.trial.number]
+    again = Proposer(p.study, p.settings, p.space, meter, IN_CHS, NUM_CLASSES).propose()
+    assert again.trial.params == left.trial.params and again.trial.user_attrs["requeued_from"] == left.trial.number
+    assert interrupted_to_failed(p.study) == []  # interrupted a second time: closed, not re-queued
+    closed = p.study.get_trials()[again.trial.number]
+    assert closed.user_attrs["status"] == "interrupted" and "not re-queued again" in closed.user_attrs["failure_reason"]
+    assert not p.study.get_trials(states=(TrialState.WAITING,))
+    assert interrupted_to_failed(p.study) == []  # and a later resume does not re-queue the first one again
 
 
 def test_pruned_and_failed_trials_are_told_so(tmp_path, meter):

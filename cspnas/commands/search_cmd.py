@@ -47,7 +47,7 @@ def register(sub) -> None:
     p.add_argument("--resume", default=None, metavar="RUN", help="continue an interrupted search to its budget")
     p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. 10.0.0.5:6379)")
     p.add_argument("--no-dashboard", action="store_true", help="don't write RUN/dashboard.html")
-    p.set_defaults(func=_search)
+    p.set_defaults(func=_search, search_parser=p)
 
     p = sub.add_parser("space", help="print a search space and its size")
     p.add_argument("space", metavar="FILE|NAME", help="YAML path or bundled name (default, edge)")
@@ -83,7 +83,7 @@ def _search(args) -> int:
     from cspnas.search.runner import run_search
 
     if args.resume:
-        outcome = run_search(resume=args.resume, budget=args.budget, dashboard=not args.no_dashboard)
+        outcome = run_search(resume=args.resume, given=_given(args), dashboard=not args.no_dashboard)
     else:
         outcome = run_search(settings, dashboard=not args.no_dashboard)
     _print_summary(outcome)
@@ -96,6 +96,21 @@ def _search(args) -> int:
             path = write_dashboard(outcome.run_dir)
             Console().print(f"dashboard: {path}")
     return 0
+
+
+def _given(args) -> dict:
+    """With --resume: the settings the user gave flags for (flattened keys -> values, read as a new
+    search reads them); the run's config.yaml holds the rest. Flags left out are not "given",
+    even where their default differs from the run."""
+    import argparse
+
+    from cspnas.search.resume import flag, flatten
+
+    missing = object()
+    explicit = argparse.Namespace(**{k: missing for k in vars(args)})  # no defaults are filled in
+    args.search_parser.parse_known_args(args.search_parser.argv, explicit)
+    flags = {"--" + k.replace("_", "-") for k, v in vars(explicit).items() if v is not missing}
+    return {k: v for k, v in flatten(_settings(args).to_dict()).items() if flag(k) in flags}
 
 
 def _print_summary(outcome) -> None:

@@ -16,9 +16,11 @@ from cspnas.results.importance import param_importances
 from cspnas.objectives import OBJECTIVES, specs
 from cspnas.results.report import front_table, run_totals, shown_objectives, totals_line
 from cspnas.run_format import Run, load_run
+from cspnas.search.runlock import search_is_running
 
 DASHBOARD_NAME = "dashboard.html"
-# While trials are running the page reloads itself, so it follows the search the writer refreshes.
+# While trials are running the page reloads itself, so it follows the search the writer refreshes;
+# once no search holds the run (finished, interrupted, killed) it stops.
 RELOAD_SECONDS = 30
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -61,7 +63,7 @@ def render_dashboard(run: Run, *, importance: bool = True) -> str:
         imp = param_importances(run.path / "study.db", run.name)
         fig = figures.importance_figure(imp.values, imp.trials) if imp.values else None
         sections.append(_section("Knob importance", fig, imp.note))
-    running = (run.trials["state"] == "running").any()
+    running = (run.trials["state"] == "running").any() and search_is_running(run.path)
     reload = f'<meta http-equiv="refresh" content="{RELOAD_SECONDS}">' if running else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -2,7 +2,7 @@
 
 `Proposer.propose` is the pure step (no Ray): ask Optuna, sample an architecture, measure its
 cost, set the constraint values on the trial *before* any tell, and tell at once what needs no
-training (infeasible candidates, twins of a finished trial). `SearchLoop` drives it from Ray
+training (infeasible candidates; repeats of a tried architecture, which are drawn again). `SearchLoop` drives it from Ray
 Tune through the thin adapter in `searcher.py`: it hands proposals to Tune, records epochs and
 final results (a trial the scheduler stopped early is PRUNED, never a COMPLETE point with a
 truncated accuracy; failures are FAIL with their reason), and refreshes the tables, the live
@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -25,13 +25,15 @@ from cspnas.objectives import told_values
 from cspnas.run_format import FINAL_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
+from cspnas.search.interrupt import StopRequest, is_disk_full, tune_stopper
 from cspnas.search.progress import Progress, Running, Status
 from cspnas.search.settings import SearchSettings
 from cspnas.space.searchspace import SearchSpace
 
 log = logging.getLogger(__name__)
 
-TWIN_KEYS = ("val_acc_per_epoch", "train_seconds", "weights")  # what a twin copies from the trial it repeats
+# Draws in a row that repeat an architecture already tried before the space counts as exhausted.
+RESAMPLE_LIMIT = 50
 
 
 def count_final(study: optuna.Study) -> int:
@@ -46,19 +48,30 @@ def _live_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna
     return optuna.Trial(study, frozen._trial_id)
 
 
+def interrupt(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    """Close a trial the search stopped mid-training as 'interrupted': it uses no budget, and the
+    next resume re-queues its architecture once (`interrupted_to_failed`)."""
+    again = "requeued_from" not in attrs  # a re-queued trial interrupted again is not re-queued forever
+    trial.set_user_attr("status", "interrupted")
+    trial.set_user_attr("failure_reason", "interrupted: the search stopped mid-trial; " +
+                        ("re-queued on resume" if again else "interrupted twice, not re-queued again"))
+    study.tell(trial, state=TrialState.FAIL)
+
+
 def interrupted_to_failed(study: optuna.Study) -> list[int]:
-    """On resume: trials left RUNNING by a dead driver are closed as 'interrupted' (not counted)
-    and their architectures re-queued."""
-    closed = []
+    """On resume: trials left RUNNING by a dead driver are closed as 'interrupted' (not counted);
+    then every interrupted architecture not yet re-queued is re-queued (once). Returns those re-queued."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial = _live_trial(study, t)
-        trial.set_user_attr("status", "interrupted")
-        trial.set_user_attr("failure_reason", "interrupted: the search stopped mid-trial; re-queued on resume")
-        study.tell(trial, state=TrialState.FAIL)
-        if "arch" in t.user_attrs:
-            study.enqueue_trial(t.params, skip_if_exists=False)
-        closed.append(t.number)
-    return closed
+        interrupt(study, _live_trial(study, t), t.user_attrs)
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get("requeued_from") for t in trials}
+    requeued = []
+    for t in trials:
+        a = t.user_attrs
+        if a.get("status") == "interrupted" and "arch" in a and "requeued_from" not in a and t.number not in done:
+            study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=False)
+            requeued.append(t.number)
+    return requeued
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,9 @@ class Candidate:
 
 
 class Proposer:
-    """Sample, cost, constrain, reuse twins; tell what needs no training. No Ray, no files."""
+    """Sample, cost, constrain; tell what needs no training. No Ray, no files. No proposal repeats
+    an architecture that is finished or in flight: such a draw is told as 'resampled' (it uses no
+    budget) and the sampler draws again."""
 
     def __init__(self, study: optuna.Study, settings: SearchSettings, space: SearchSpace, meter: CostMeter,
                  in_chs: int, num_classes: int):
@@ -78,20 +93,43 @@ class Proposer:
         self.in_chs, self.num_classes = in_chs, num_classes
         self.asked = count_final(study)  # budget already used (resume)
         self.told: list[int] = []  # trials told since the caller last cleared it
+        self.exhausted = False  # RESAMPLE_LIMIT draws in a row repeated tried architectures
+        self._tried: dict[str, int] | None = None  # arch hash -> trial, of finished and running trials
 
     def propose(self) -> Candidate | None:
-        """The next candidate to train, or None when the budget is spent."""
+        """The next candidate to train, or None when the budget is spent or the space exhausted."""
+        if self._tried is None:  # read once, after a resume closed the interrupted trials
+            self._tried = {t.user_attrs["arch_hash"]: t.number for t in self.study.get_trials(deepcopy=False)
+                           if "arch_hash" in t.user_attrs
+                           and (t.user_attrs.get("status") in FINAL_STATES or t.state == TrialState.RUNNING)}
+        repeats = 0
         while self.asked < self.settings.budget:
-            self.asked += 1
             trial = self.study.ask()
-            candidate = self._consider(trial)
+            arch = self.space.sample(trial, in_chs=self.in_chs, num_classes=self.num_classes)
+            earlier = self._tried.get(arch.arch_hash())
+            if earlier is not None:
+                self._resampled(trial, arch, earlier)
+                repeats += 1
+                if repeats >= RESAMPLE_LIMIT:
+                    self.exhausted = True
+                    return None
+                continue
+            self._tried[arch.arch_hash()] = trial.number
+            self.asked += 1
+            candidate = self._consider(trial, arch)
             if candidate is not None:
                 return candidate
         return None
 
-    def _consider(self, trial: optuna.Trial) -> Candidate | None:
+    def _resampled(self, trial: optuna.Trial, arch, earlier: int) -> None:
+        for key, value in (("arch_hash", arch.arch_hash()), ("arch_summary", arch.summary()),
+                           ("duplicate_of", earlier),
+                           ("failure_reason", f"repeats trial {earlier}'s architecture; the sampler drew again")):
+            trial.set_user_attr(key, value)
+        self.tell(trial, "resampled")
+
+    def _consider(self, trial: optuna.Trial, arch) -> Candidate | None:
         s = self.settings
-        arch = self.space.sample(trial, in_chs=self.in_chs, num_classes=self.num_classes)
         cost = self.meter.measure(arch)
         values, violations = s.constraints.check(cost)
         for key, value in values.items():
@@ -104,25 +142,7 @@ class Proposer:
         if violations:
             self.tell(trial, "infeasible", accuracy=0.0)
             return None
-        twin = self._finished_twin(attrs["arch_hash"], trial.number)
-        if twin is not None:
-            for key in TWIN_KEYS:
-                if key in twin.user_attrs:
-                    trial.set_user_attr(key, twin.user_attrs[key])
-            trial.set_user_attr("duplicate_of", twin.number)
-            trial.set_user_attr("epochs_done", twin.user_attrs["epochs_done"])
-            self.tell(trial, "complete", accuracy=twin.user_attrs["accuracy"])
-            return None
         return Candidate(trial, attrs["arch"])
-
-    def _finished_twin(self, arch_hash: str, number: int) -> optuna.trial.FrozenTrial | None:
-        """A completed trial of the same architecture at this search's fidelity."""
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            a = t.user_attrs
-            if t.number != number and a.get("arch_hash") == arch_hash and a.get("status") == "complete" \
-                    and a.get("epochs") == self.settings.epochs:
-                return t
-        return None
 
     def tell(self, trial: optuna.Trial, status: str, *, accuracy: float | None = None,
              reason: str | None = None) -> None:
@@ -160,6 +180,20 @@ class SearchLoop:
         self.trials = self.front = None
         self.hypervolume = 0.0
         self._last_tables = self._last_dashboard = 0.0
+        self.stop: StopRequest | None = None  # Ctrl-C / SIGTERM; set by the caller around run()
+        self.disk_full: str | None = None  # why the disk-full stop happened
+        self.on_trial_start: Callable[[], None] = lambda: None  # e.g. record the Ray processes now running
+
+    @property
+    def stopping(self) -> bool:
+        return self.disk_full is not None or (self.stop is not None and self.stop.requested)
+
+    def _stop_trials(self) -> bool:
+        """Asked by Tune's stopper every step; once stopping, the trainers stop at their next step."""
+        gate = self.proposer.meter.gate
+        if self.stopping and gate is not None:
+            gate.stop_training()
+        return self.stopping
 
     # -- lifecycle ------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -181,24 +215,53 @@ class SearchLoop:
                 self.progress.log(f"resume: trial(s) {self.closed} were interrupted; their architectures are re-queued")
             self.refresh()
             if count_final(self.study) < self.settings.budget:
+                if self.proposer.meter.gate is not None:
+                    self.proposer.meter.gate.allow_training()
                 tuner = tune.Tuner(
                     tune.with_resources(train_candidate, resources),
                     tune_config=tune.TuneConfig(
                         search_alg=ConcurrencyLimiter(LoopSearcher(self), self.settings.concurrency),
                         scheduler=scheduler, num_samples=-1, reuse_actors=True),
                     run_config=tune.RunConfig(name="tune", storage_path=str((self.run_dir / ".ray").resolve()),
-                                              verbose=0, failure_config=tune.FailureConfig(max_failures=1)),
+                                              verbose=0, failure_config=tune.FailureConfig(max_failures=1),
+                                              stop=tune_stopper(self._stop_trials)),
                 )
-                tuner.fit()
-            self.finish()
+                try:
+                    tuner.fit()
+                except Exception as e:
+                    if not is_disk_full(e):
+                        raise
+                    self.disk_full = _first_line(e)
+                self._interrupt_running()
+            if self.proposer.exhausted:
+                self.progress.log(f"search space exhausted: {RESAMPLE_LIMIT} draws in a row repeated architectures "
+                                  f"already tried; stopping at {count_final(self.study)} of {self.settings.budget}")
+            if self.disk_full is None:  # with a full disk the tables cannot be written; study.db has it all
+                self.finish()
+
+    def _interrupt_running(self) -> None:
+        """Trials Tune stopped because the search was asked to stop: interrupted, re-queued once."""
+        for key, trial in list(self.running.items()):
+            try:
+                interrupt(self.study, trial, trial.user_attrs)
+            except Exception as e:  # a full disk: left RUNNING, the next resume closes it the same way
+                if not is_disk_full(e):
+                    raise
+            del self.running[key]
+            self._training.pop(key, None)
 
     def finish(self) -> None:
         crash_point("finishing")
+        if self.stopping:  # rewrite the live dashboard now: with no trial running it stops reloading itself
+            self._last_dashboard = 0.0
         self.refresh()
 
     # -- what the Ray adapter forwards ------------------------------------------------------------
     def start(self, key: str) -> dict[str, Any] | None:
-        """The Ray config of the next trial to train, or None when the budget is spent."""
+        """The Ray config of the next trial to train, or None when the budget is spent (or the
+        search was asked to stop)."""
+        if self.stopping:
+            return None
         candidate = self.proposer.propose()
         if self.proposer.told:
             self.refresh()
@@ -206,6 +269,7 @@ class SearchLoop:
             return None
         self.running[key] = candidate.trial
         self._training[key] = (time.monotonic(), 0, 0.0)
+        self.on_trial_start()
         self.refresh(started=True)
         crash_point("trial_started")
         return {"trial": candidate.trial.number, "arch": candidate.arch_json, **self.trial_spec}
@@ -234,10 +298,16 @@ class SearchLoop:
         if result.get("node"):
             trial.set_user_attr("node", result["node"])
         status, tell = result.get("status"), self.proposer.tell
-        if error:
+        reason = str(result.get("failure_reason", ""))
+        if status == "failed" and is_disk_full(reason):  # the trial is not at fault: stop, re-queue it
+            self.disk_full = reason
+            interrupt(self.study, trial, trial.user_attrs)
+        elif self.stopping and not (status == "complete" and full_fidelity(epochs_done, self.settings.epochs)):
+            interrupt(self.study, trial, trial.user_attrs)  # its worker saw the Ctrl-C too
+        elif error:
             tell(trial, "failed", reason="the trial's worker process crashed or was lost (see Ray logs)")
         elif status == "failed":
-            tell(trial, "failed", reason=result.get("failure_reason", "unknown"))
+            tell(trial, "failed", reason=reason or "unknown")
         elif status == "complete" and full_fidelity(epochs_done, self.settings.epochs):
             if result.get("weights"):
                 trial.set_user_attr("weights", result["weights"])
@@ -317,3 +387,9 @@ def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:
         (run_dir / rel).unlink(missing_ok=True)
         pruned = True
     return pruned
+
+
+def _first_line(e: BaseException) -> str:
+    while e.__cause__ is not None or e.__context__ is not None:  # the root cause says what filled up
+        e = e.__cause__ or e.__context__
+    return (str(e).splitlines() or [type(e).__name__])[0]

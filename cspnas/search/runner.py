@@ -6,6 +6,7 @@ references), study.db (Optuna, the single source of truth), trials.csv / pareto.
 """
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +22,13 @@ from cspnas.objectives import references
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.gate import MeasureGate
+from cspnas.search.interrupt import StopRequest, resume_hint
+from cspnas.search.leftovers import end_leftovers, local_ray_processes
 from cspnas.search.loop import SearchLoop
 from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.ray_session import start_ray
+from cspnas.search.resume import check_resume, record_resume, sampler_seed
+from cspnas.search.runlock import RunLock
 from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings
 from cspnas.space import ArchConfig, StageConfig, StemConfig
 from cspnas.space.searchspace import IntRange, SearchSpace, load_space, parse_space
@@ -39,14 +44,17 @@ class SearchOutcome:
 
 # -- sampler, data, references ---------------------------------------------------------------------
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, trials: int = 0) -> optuna.samplers.BaseSampler:
+    """`trials`: how many the study already has; a resume's draws follow from it (resume.sampler_seed)."""
+    seed = seed if name == "qmc" else sampler_seed(seed, trials)  # QMC continues its sequence from the study
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=10)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
+        return optuna.samplers.QMCSampler(seed=seed, independent_sampler=optuna.samplers.RandomSampler(
+            seed=sampler_seed(seed, trials)))
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -103,22 +111,21 @@ def _resolve_train_device(settings: SearchSettings) -> str:
 # -- the search -------------------------------------------------------------------------------------
 
 def run_search(settings: SearchSettings | None = None, *, resume: str | Path | None = None,
-               budget: int | None = None, live: bool | None = None, preflight: bool = True,
-               dashboard: bool = True) -> SearchOutcome:
-    """Search (or resume RUN) to the budget. `preflight=False` skips the check that the hard limits
+               budget: int | None = None, given: dict[str, Any] | None = None, live: bool | None = None,
+               preflight: bool = True, dashboard: bool = True) -> SearchOutcome:
+    """Search (or resume RUN) to the budget. `given`: on resume, the settings the user gave again
+    (flattened keys, see resume.resume_settings); `budget` is short for given={"budget": N}.
+    `preflight=False` skips the check that the hard limits
     can be met at all (see preflight.check_constraints_reachable), e.g. to benchmark an all-infeasible search.
     `dashboard=False` (the CLI's --no-dashboard) never writes RUN/dashboard.html, not even while searching."""
     t0 = time.monotonic()
+    changed, used, trials_before = {}, 0, 0
     if resume is not None:
         run_dir = Path(resume)
-        config = run_format.read_config(run_dir)
+        given = {**(given or {}), **({"budget": budget} if budget is not None else {})}
+        config, changed, used, trials_before = check_resume(run_dir, given)  # refused: nothing was written
         settings = SearchSettings.from_dict(config["settings"])
-        if budget is not None:
-            settings = replace(settings, budget=budget)
-            config["settings"]["budget"] = budget
         space = parse_space(config["space_yaml"], origin=f"{run_dir}/config.yaml:space_yaml")
-        if not (run_dir / run_format.STUDY).is_file():
-            raise CspnasError(f"{run_dir}: study.db is missing, nothing to resume; start a new run with another --name")
     else:
         assert settings is not None
         space = load_space(settings.space)
@@ -149,16 +156,38 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
             latency=latency.to_dict(),
             references=_references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
         run_format.create_run_dir(run_dir, config)
-    else:
-        run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)  # records a raised --budget
-    crash_point("after_config")
-    study = run_format.open_study(run_format.open_storage(run_dir / run_format.STUDY), settings.objectives,
-                                  make_sampler(settings.sampler, settings.seed))
-    loop = SearchLoop(settings=settings, space=space, config=config, run_dir=run_dir, study=study, meter=meter,
-                      in_chs=data.in_chs, num_classes=data.num_classes,
-                      trial_spec=_trial_spec(settings, run_dir, train_device), live=live, dashboard=dashboard, t0=t0)
-    loop.prepare()
-    loop.run(_trial_resources(settings, train_device), _scheduler(settings))
+    # one search per run (a second one is refused here, naming this one); Ctrl-C/SIGTERM stop it cleanly
+    with RunLock(run_dir) as lock, StopRequest() as stop:
+        # -- resume (issue 17): a dead previous holder's Ray processes, the history of resumes
+        ended = end_leftovers(lock.previous) if lock.previous is not None else 0
+        if resume is not None:
+            record_resume(config, changed, used)
+            run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
+        crash_point("after_config")
+        study = run_format.open_study(run_format.open_storage(run_dir / run_format.STUDY), settings.objectives,
+                                      make_sampler(settings.sampler, settings.seed, trials_before))
+        loop = SearchLoop(settings=settings, space=space, config=config, run_dir=run_dir, study=study, meter=meter,
+                          in_chs=data.in_chs, num_classes=data.num_classes,
+                          trial_spec=_trial_spec(settings, run_dir, train_device), live=live, dashboard=dashboard,
+                          t0=t0)
+        if ended:
+            loop.progress.log(f"ended {ended} Ray process(es) left by the killed search {lock.previous.describe()}")
+        loop.prepare()
+        resources = _trial_resources(settings, train_device)  # starts Ray
+        stop.install()  # take the signals back from Ray
+        if not settings.address:  # a local session is ours to clean up if this driver dies
+            loop.on_trial_start = lambda: lock.record_ray(local_ray_processes())
+            loop.on_trial_start()
+        loop.stop = stop
+        try:
+            loop.run(resources, _scheduler(settings))
+        except KeyboardInterrupt:  # a second Ctrl-C
+            raise resume_hint(run_dir, signal.SIGINT) from None
+        if stop.requested:
+            raise resume_hint(run_dir, stop.signum)
+        if loop.disk_full is not None:
+            raise CspnasError(f"disk full while searching ({loop.disk_full}); free space, then continue with "
+                              f"`cspnas search --resume {run_dir}` (the trial it hit is re-queued)")
     return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.front, hypervolume=loop.hypervolume,
                          wall_seconds=time.monotonic() - t0)
 

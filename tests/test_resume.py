@@ -21,7 +21,7 @@ from process_group import kill_group
 
 from cspnas.search.runner import run_search
 from cspnas.search.settings import SearchSettings
-from cspnas.search.store import open_storage
+from cspnas.run_format import open_storage
 
 pytestmark = pytest.mark.slow
 

@@ -151,7 +151,7 @@ def test_a_budget_below_what_was_used_is_refused():
 
 @pytest.fixture(scope="module")
 def study_db(tmp_path_factory) -> Path:
-    from cspnas.search.store import open_storage
+    from cspnas.run_format import open_storage
 
     path = tmp_path_factory.mktemp("study") / "study.db"
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cspnas.errors import CspnasError
+from cspnas.objectives import constraint_flags
 from cspnas.search.integrity import check_study_db, trial_counts
 
 # Settings a resume may change (leaf names, so they hold however the settings are nested);
@@ -19,8 +20,6 @@ from cspnas.search.integrity import check_study_db, trial_counts
 CHANGEABLE = frozenset({"budget", "concurrency", "address", "cpus_per_trial", "gpus_per_trial"})
 # Not settings of the search but of where it is: a resume names RUN instead.
 LOCATION = frozenset({"name", "results_dir"})
-# Settings whose flag is not "--" + the name with dashes.
-FLAGS = {"max_latency_ms": "--target-latency"}
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -28,14 +27,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     for key, value in d.items():
         if isinstance(value, dict):
             out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
+        else:  # a tuple setting is a list once in config.yaml
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return out
 
 
 def flag(key: str) -> str:
+    """The search flag of a setting: a limit's flag is its objective's (e.g. --target-latency)."""
     leaf = key.rsplit(".", 1)[-1]
-    return FLAGS.get(leaf) or "--" + leaf.replace("_", "-")
+    limits = {s.limit: s.flag for s in constraint_flags()}
+    return limits.get(leaf) or "--" + leaf.replace("_", "-")
 
 
 def resume_settings(run_dir, recorded: dict[str, Any], given: dict[str, Any], used: int) -> tuple[dict, dict]:

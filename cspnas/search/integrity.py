@@ -2,9 +2,9 @@
 and dashboard, so a truncated or overwritten file is one line instead of a traceback (or, for the
 readers of the CSV tables, damage nobody notices).
 
-Reading never writes: a study with no -wal file (closed cleanly) is opened `immutable`, so no
--wal/-shm files appear; one with a -wal file (a search running or killed) is opened read-only,
-sharing the files that are already there.
+Checking never writes: the study is opened `immutable` (no -wal/-shm file appears or changes;
+what a killed search left in its -wal is not read, the main file is what is checked), except
+while a search holds the run, when it is opened read-only and shares the live -wal/-shm files.
 """
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ import sqlite3
 from pathlib import Path
 
 from cspnas.errors import CspnasError
+from cspnas.search.runlock import search_is_running
 
 # Optuna's RDB schema: a database without these tables (or without a study) is not a search's study.db
 OPTUNA_TABLES = frozenset({"studies", "trials", "trial_values", "trial_user_attributes"})
 FIX = "restore it from a backup, or start a new search with another --name"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+def _connect(path: Path, *, with_wal: bool = False) -> sqlite3.Connection:
+    """`with_wal`: also read a -wal file a killed search left (this updates its -shm index)."""
+    wal = path.with_name(path.name + "-wal").exists()
+    mode = "mode=ro" if wal and (with_wal or search_is_running(path.parent)) else "immutable=1"
     try:
         return sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
     except sqlite3.Error as e:
@@ -47,7 +50,7 @@ def check_study_db(path: Path) -> None:
 def trial_counts(path: Path, final_states: tuple[str, ...]) -> tuple[int, int]:
     """(trials whose recorded status is one of `final_states`, all trials) of a checked study.db,
     read without opening it for writing: a resume that is refused must leave the run as it was."""
-    conn = _connect(Path(path))
+    conn = _connect(Path(path), with_wal=True)
     try:
         marks = ",".join("?" * len(final_states))
         final = conn.execute(f"SELECT COUNT(*) FROM trial_user_attributes WHERE key = 'status' "

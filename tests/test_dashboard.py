@@ -11,6 +11,7 @@ from cspnas.results import figures
 from cspnas.results.dashboard import render_dashboard, write_dashboard
 from cspnas.results.importance import param_importances
 from cspnas.run_format import load_run
+from cspnas.search.runlock import RunLock
 from headless import find_chromium, load_page
 from run_fixture import make_run
 
@@ -137,9 +138,12 @@ def test_failed_refresh_keeps_the_old_dashboard(run_dir, tmp_path):
     assert not [p for p in copy.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_running_search_page_reloads_itself(tmp_path):
+def test_running_search_page_reloads_itself_until_the_search_ends(tmp_path):
     running = make_run(tmp_path, 3, states={2: "running"})
-    assert 'http-equiv="refresh"' in render_dashboard(load_run(running), importance=False)
+    with RunLock(running):  # a search holds the run
+        assert 'http-equiv="refresh"' in render_dashboard(load_run(running), importance=False)
+    # interrupted or killed: the trial still reads "running", but nothing will update the page
+    assert 'http-equiv="refresh"' not in render_dashboard(load_run(running), importance=False)
 
 
 def test_dashboard_cli(run_dir, capsys):

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 
 from cspnas.errors import CspnasError, Interrupted
 from cspnas.search.integrity import check_study_db
-from cspnas.search.interrupt import StopRequest, resume_hint
+from cspnas.run_format import open_storage
+from cspnas.search.interrupt import StopRequest, is_disk_full, resume_hint
 from cspnas.search.leftovers import end_leftovers, local_ray_processes
 from cspnas.search.resume import record_resume, resume_settings
 from cspnas.search.runlock import Holder, RunLock, process_start_time, search_is_running
@@ -151,8 +153,6 @@ def test_a_budget_below_what_was_used_is_refused():
 
 @pytest.fixture(scope="module")
 def study_db(tmp_path_factory) -> Path:
-    from cspnas.run_format import open_storage
-
     path = tmp_path_factory.mktemp("study") / "study.db"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(path)
@@ -213,3 +213,30 @@ def test_first_signal_asks_second_ctrl_c_forces_and_handlers_are_restored():
     assert isinstance(hint, Interrupted) and hint.exit_code == 130
     assert "cspnas search --resume results/run" in str(hint)
     assert resume_hint(Path("r"), signal.SIGTERM).exit_code == 143
+
+
+# -- a full disk -------------------------------------------------------------------------------
+
+def test_a_full_disk_is_recognised_however_it_arrives(tmp_path):
+    with pytest.raises(OSError) as full:
+        with open("/dev/full", "wb") as f:  # a real ENOSPC
+            f.write(b"x" * 65536)
+            f.flush()
+    assert is_disk_full(full.value)
+    # SQLite out of pages reads "database or disk is full", wrapped by Optuna in a StorageInternalError
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(tmp_path / "study.db")
+    study = optuna.create_study(storage=storage, study_name="cspnas")
+    pages = sqlite3.connect(tmp_path / "study.db").execute("PRAGMA page_count").fetchone()[0]
+    sqlalchemy.event.listen(storage.engine, "connect",
+                            lambda conn, _: conn.execute(f"PRAGMA max_page_count = {pages}"))
+    storage.engine.dispose()
+    trial = study.ask()
+    with pytest.raises(Exception) as db_full:
+        for i in range(1000):
+            trial.set_user_attr(f"k{i}", "x" * 2000)
+    assert is_disk_full(db_full.value), repr(db_full.value)
+    assert not is_disk_full(ValueError("exceeding max length")) and not is_disk_full(OSError(13, "denied"))
+    # a worker's failure reason
+    assert is_disk_full("OSError: [Errno 28] No space left on device: 'weights/trial-3.safetensors'")
+    assert not is_disk_full("diverged: loss is nan")

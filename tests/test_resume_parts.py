@@ -20,7 +20,7 @@ from cspnas.errors import CspnasError, Interrupted
 from cspnas.search.integrity import check_study_db
 from cspnas.run_format import open_storage
 from cspnas.search.interrupt import StopRequest, is_disk_full, resume_hint
-from cspnas.search.leftovers import end_leftovers, local_ray_processes
+from cspnas.search.leftovers import end_leftovers, is_ray_process, local_ray_processes
 from cspnas.search.resume import record_resume, resume_settings
 from cspnas.search.runlock import Holder, RunLock, process_start_time, search_is_running
 from cspnas.search.settings import Constraints, SearchSettings
@@ -87,9 +87,12 @@ def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
 # -- Ray leftovers -----------------------------------------------------------------------------
 
 def test_leftovers_are_ended_by_pid_and_start_time_only(tmp_path):
-    # a stand-in for a Ray agent (its command line names ray) and an unrelated process
-    agent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "ray-agent-stand-in"])
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    # a stand-in for a Ray agent and an unrelated process (whose command line merely mentions ray)
+    stand_in = tmp_path / "ray" / "agent.py"  # run from a ray/ folder, as Ray's own daemons are
+    stand_in.parent.mkdir()
+    stand_in.write_text("import time; time.sleep(120)")
+    agent = subprocess.Popen([sys.executable, str(stand_in)])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "--sampler", "array"])
     try:
         time.sleep(0.3)  # let both exec python
         found = dict(local_ray_processes())
@@ -103,6 +106,14 @@ def test_leftovers_are_ended_by_pid_and_start_time_only(tmp_path):
         for p in (agent, other):
             p.kill()
             p.wait()
+
+
+def test_ray_processes_are_told_by_their_command_line():
+    assert is_ray_process(["/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--x"])
+    assert is_ray_process(["ray::DashboardAgent", "", ""]) and is_ray_process(["ray::IDLE"])
+    assert is_ray_process(["/venv/bin/python", "/venv/lib/python3.11/site-packages/ray/_private/log_monitor.py"])
+    assert not is_ray_process(["python", "-m", "cspnas.cli", "search", "--results-dir", "/tmp/ray/x"])
+    assert not is_ray_process([])
 
 
 def test_the_lock_records_ray_processes_for_the_next_search(tmp_path):

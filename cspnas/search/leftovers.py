@@ -13,12 +13,18 @@ import psutil
 from cspnas.search.runlock import Holder
 
 
+def is_ray_process(cmdline: list[str]) -> bool:
+    """Ray's daemons run from its package (gcs_server, raylet, log_monitor.py...); its workers and
+    agents rename themselves `ray::...`."""
+    return bool(cmdline) and (cmdline[0].startswith("ray::") or any("/ray/" in part for part in cmdline[:2]))
+
+
 def local_ray_processes() -> tuple[tuple[int, float], ...]:
     """(pid, start time) of this driver's local Ray session: its descendant processes that are Ray's."""
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if "ray" in " ".join(p.cmdline()).lower():
+            if is_ray_process(p.cmdline()):
                 out.append((p.pid, p.create_time()))
         except psutil.Error:  # ended meanwhile, or not ours to read
             continue

@@ -217,6 +217,9 @@ class SearchLoop:
             if count_final(self.study) < self.settings.budget:
                 if self.proposer.meter.gate is not None:
                     self.proposer.meter.gate.allow_training()
+                # Tune's own experiment state is never read (resume reads study.db): a failure to save it
+                # (a full disk) must not print its traceback over our one line
+                logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
                 tuner = tune.Tuner(
                     tune.with_resources(train_candidate, resources),
                     tune_config=tune.TuneConfig(

@@ -85,14 +85,17 @@ def holder(run: Path) -> dict:
 
 # -- interruption --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
-def test_a_signal_stops_the_search_with_the_resume_hint(tmp_path, sig, to_group):
+@pytest.mark.parametrize("sig, to_group, times", [(signal.SIGINT, True, 1), (signal.SIGTERM, False, 1),
+                                                   (signal.SIGINT, True, 2)], ids=["ctrl-c", "sigterm", "ctrl-c-twice"])
+def test_a_signal_stops_the_search_with_the_resume_hint(tmp_path, sig, to_group, times):
     run = tmp_path / "run"
     proc = start(["--name", "run", "--results-dir", str(tmp_path), "--budget", "4", "--epochs", "40"])
     try:
         wait_for("trial training", lambda: training(run), proc)
         t0 = time.monotonic()
-        os.killpg(proc.pid, sig) if to_group else os.kill(proc.pid, sig)  # a terminal's Ctrl-C reaches the group
+        for _ in range(times):  # a second Ctrl-C forces the stop
+            os.killpg(proc.pid, sig) if to_group else os.kill(proc.pid, sig)  # a terminal's Ctrl-C reaches the group
+            time.sleep(0.3)
         _, err = proc.communicate(timeout=120)
         stopped_s = time.monotonic() - t0
     finally:
@@ -103,10 +106,13 @@ def test_a_signal_stops_the_search_with_the_resume_hint(tmp_path, sig, to_group)
         f"cspnas: search stopped by {name}; continue it with `cspnas search --resume {run}`"
     assert "Traceback" not in err and "Tuner.restore" not in err and "*** " not in err, err[-2000:]
     assert stopped_s < 30, f"took {stopped_s:.0f} s to stop"
+    assert (run / ".lock").read_text() == ""  # released
     trials = pd.read_csv(run / "trials.csv")
+    if times == 2:  # forced: the trials are left as a killed search leaves them, for the resume to re-queue
+        assert len(trials) and set(trials["state"]) <= {"running", "interrupted"}
+        return
     assert "running" not in set(trials["state"]) and "interrupted" in set(trials["state"])
     assert not [t for t in study(run).trials if t.state.name == "RUNNING"]
-    assert (run / ".lock").read_text() == ""  # released
     assert 'http-equiv="refresh"' not in (run / "dashboard.html").read_text()  # an interrupted run's page stays put
 
 

@@ -236,7 +236,9 @@ def test_first_signal_asks_second_ctrl_c_forces_and_handlers_are_restored():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert stop.signum == signal.SIGTERM  # asked, not killed
-        with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)  # outside forcible(): the records are being written, wait
+        time.sleep(0.05)
+        with pytest.raises(KeyboardInterrupt), stop.forcible():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.5)
     assert signal.getsignal(signal.SIGTERM) == before

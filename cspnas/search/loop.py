@@ -11,6 +11,7 @@ search rebuilds the loop from the study alone.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -230,7 +231,8 @@ class SearchLoop:
                                               stop=tune_stopper(self._stop_trials)),
                 )
                 try:
-                    tuner.fit()
+                    with self.stop.forcible() if self.stop is not None else contextlib.nullcontext():
+                        tuner.fit()
                 except Exception as e:
                     if not is_disk_full(e):
                         raise

@@ -122,7 +122,7 @@ def _print_summary(outcome) -> None:
     table = Table(title=f"Pareto front ({len(front)} of {len(trials)} trials; hypervolume {outcome.hypervolume:.4f})")
     shown = shown_objectives(front)
     for col in ("trial", "architecture", *(s.header for s in shown), "knee"):
-        table.add_column(col, justify="left" if col == "architecture" else "right")
+        table.add_column(col, justify="left" if col == "architecture" else "right", no_wrap=col != "architecture")
     for r in front.to_dict(orient="records"):
         table.add_row(str(r["trial"]), r["arch_summary"], *(s.cell(r) for s in shown), "*" if r["knee"] else "")
     console.print(table)

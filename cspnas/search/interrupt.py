@@ -11,14 +11,14 @@ apply here.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cspnas.errors import Interrupted
+from cspnas.errors import DiskFullError, Interrupted
+from cspnas.fsutil import DISK_FULL
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -52,7 +52,8 @@ class StopRequest:
 
     @contextlib.contextmanager
     def forcible(self) -> Iterator[None]:
-        """Where a second Ctrl-C may cut in (waiting on Tune); never while the records are written."""
+        """Where a second Ctrl-C may cut in: while waiting on Tune. After Tune returned, the records of
+        the stopped trials are written undisturbed (a cut-in there could leave an empty trials.csv)."""
         self._forcible = True
         try:
             yield
@@ -98,7 +99,6 @@ def tune_stopper(should_stop: Callable[[], bool]):
     return TuneStop(should_stop)
 
 
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # How a full disk reads once it went through SQLite, Optuna or a Ray worker's failure reason
 DISK_FULL_TEXT = ("no space left on device", "database or disk is full", "disk quota exceeded", "disk full")
 
@@ -111,7 +111,7 @@ def is_disk_full(what: BaseException | str) -> bool:
     e: BaseException | None = what
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+        if isinstance(e, DiskFullError) or (isinstance(e, OSError) and e.errno in DISK_FULL):
             return True
         if any(t in str(e).lower() for t in DISK_FULL_TEXT):
             return True

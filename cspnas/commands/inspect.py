@@ -9,6 +9,7 @@ from rich.table import Table
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import PRESETS, build_model, load_arch
 from cspnas.space import stage_channels
+from cspnas.tables import print_table
 
 
 def presets_table(*, as_json: bool) -> int:
@@ -25,7 +26,7 @@ def presets_table(*, as_json: bool) -> int:
         table.add_column(col, justify="right" if col == "params" else "left")
     for r in rows:
         table.add_row(r["name"], f"{r['params']:,}", r["stages"])
-    Console().print(table)
+    print_table(table)
     return 0
 
 
@@ -82,7 +83,7 @@ def _print_tables(out: dict) -> None:
     console = Console()
     table = Table(title=f"{out['arch']}  [dim]{out['summary']}  hash {out['arch_hash']}[/dim]")
     for col in ("part", "type/block", "depth", "stride", "channels", "split (blocks|skip)", "params", "MACs"):
-        table.add_column(col, justify="left" if col in ("part", "type/block") else "right")
+        table.add_column(col, justify="left" if col in ("part", "type/block") else "right", no_wrap=col == "part")
     table.add_row("stem", "", "", "", "", "", f"{out['stem']['params']:,}", f"{out['stem']['macs']:,}")
     for s in out["stages"]:
         split = "-" if s["split"] is None else f"{s['split'][0]}|{s['split'][1]}"
@@ -90,7 +91,7 @@ def _print_tables(out: dict) -> None:
                       f"{s['in_chs']}->{s['out_chs']}", split, f"{s['params']:,}", f"{s['macs']:,}")
     table.add_row("head", "", "", "", "", "", f"{out['head']['params']:,}", f"{out['head']['macs']:,}")
     table.add_row("[b]total", "", "", "", "", "", f"[b]{out['params']:,}", f"[b]{out['macs']:,}")
-    console.print(table)
+    print_table(table, console)
     console.print(f"input {tuple(out['input_shape'])}; MACs: {out['macs_convention']}")
     if "latency_ms" in out:
         lat = out["latency_ms"]

@@ -6,6 +6,8 @@ import datetime as dt
 from rich.console import Console
 from rich.table import Table
 
+from cspnas.tables import print_table
+
 
 
 def register(sub) -> None:
@@ -103,7 +105,7 @@ def _print_summary(outcome) -> None:
         table.add_row(str(r["trial"]), r["arch_summary"], f"{r['accuracy']:.4f}", f"{int(r['macs']):,}",
                       f"{int(r['params']):,}", f"{r['latency_ms']:.3f} ± {r['latency_iqr_ms']:.3f}",
                       "*" if r["knee"] else "")
-    console.print(table)
+    print_table(table, console)
     console.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; wall {outcome.wall_seconds:.0f} s")
     console.print(f"run directory: {outcome.run_dir}")
 
@@ -118,7 +120,7 @@ def _space(args) -> int:
     table.add_column("values")
     for knob, values in space.describe():
         table.add_row(knob, values)
-    console.print(table)
+    print_table(table, console)
     if space.description:
         console.print(space.description)
     return 0

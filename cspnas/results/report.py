@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cspnas.errors import CspnasError
 from cspnas.results.rundir import Run
+from cspnas.tables import print_table
 from cspnas.units import format_count, format_duration_ms
 
 # sort key -> (front column, ascending)
@@ -98,7 +99,7 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
         table.add_row(str(row.trial), str(row.arch_summary), _pct(row.accuracy), format_count(row.macs),
                       format_count(row.params), latency, "◆" if row.knee else "")
     if len(front):
-        console.print(table)
+        print_table(table, console)
     else:
         console.print(f"[yellow]{run.name}: no feasible complete trial yet, so the Pareto front is empty[/yellow]")
     console.print(totals_line(totals))

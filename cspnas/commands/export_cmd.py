@@ -5,7 +5,7 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a Pareto-front trial (arch, weights, TorchScript, ONNX, MODEL.md)")
     p.add_argument("run", metavar="RUN", help="run directory written by `cspnas search` (results/<name>)")
-    p.add_argument("--pick", default="knee", metavar="knee|best|fastest|smallest|trial:N",
+    p.add_argument("--pick", default=None, metavar="knee|best|fastest|smallest|trial:N",
                    help="which trial: the front's knee (default), most accurate, fastest, fewest MACs, or trial N")
     p.add_argument("--max-latency", default=None, metavar="TIME",
                    help="only consider front trials at most this slow, e.g. 8ms, 500us, 0.01s")
@@ -16,6 +16,7 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
+    from cspnas.commands.flags import given
     from cspnas.results.export import FILE_NAMES, export_trial, parse_formats
     from cspnas.results.rundir import load_run
     from cspnas.units import format_count, format_duration_ms, parse_duration_ms
@@ -23,9 +24,9 @@ def run_export(args) -> int:
     formats = parse_formats(args.format)
     max_latency = parse_duration_ms(args.max_latency) if args.max_latency is not None else None
     run = load_run(args.run)
-    done = export_trial(run, args.out, pick=args.pick, formats=formats, max_latency_ms=max_latency)
+    done = export_trial(run, args.out, formats=formats, max_latency_ms=max_latency, **given(args, "pick"))
     row = run.trial(done.trial)
-    print(f"trial {done.trial} ({args.pick}): {row['arch_summary']}, accuracy {100 * row['accuracy']:.2f}%, "
+    print(f"trial {done.trial}{f' ({args.pick})' if args.pick else ''}: {row['arch_summary']}, accuracy {100 * row['accuracy']:.2f}%, "
           f"{format_count(row['macs'])} MACs, {format_count(row['params'])} params, "
           f"{format_duration_ms(row['latency_ms'])}")
     for check in done.checks:

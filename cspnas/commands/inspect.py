@@ -6,6 +6,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from cspnas.commands.flags import given
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import PRESETS, build_model, load_arch
 from cspnas.space import stage_channels
@@ -41,8 +42,8 @@ def inspect_arch(args) -> int:
     model = build_model(arch)
     macs = count_macs(model, in_chs=arch.in_chs, input_size=size)
     latency = memory = None
-    settings = LatencySettings(device=args.device, batch_size=args.batch_size, in_chs=arch.in_chs, input_size=size,
-                               threads=args.threads, dtype=args.dtype)
+    settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
+                               **given(args, "backend", "device", "batch_size", "threads", "dtype"))
     if not args.no_latency:
         latency = measure_latency(model, settings)
     if args.memory:

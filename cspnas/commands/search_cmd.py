@@ -2,47 +2,47 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from rich.console import Console
 from rich.table import Table
 
+from cspnas.commands.flags import add_setting, given
+from cspnas.errors import CspnasError
 from cspnas.tables import print_table
 
 
 
+# flags that are SearchSettings fields of the same name (the rest are parsed below)
+_SEARCH_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
+                 ("--train-subset", int), ("--image-size", int), ("--sampler", str), ("--scheduler", str),
+                 ("--concurrency", int), ("--cpus-per-trial", float), ("--gpus-per-trial", float),
+                 ("--device", str), ("--evaluator", str), ("--latency-backend", str), ("--latency-device", str),
+                 ("--latency-batch-size", int), ("--latency-threads", int), ("--latency-dtype", str),
+                 ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int), ("--results-dir", str),
+                 ("--address", str))
+_TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
+                ("--lr", float, None))
+
+
 def register(sub) -> None:
+    from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings, search_training
+
     p = sub.add_parser("search", help="search the CSP space for the accuracy / MACs / latency Pareto front")
-    p.add_argument("--budget", type=int, default=None, help="architectures to evaluate, infeasible ones included (default 50)")
     p.add_argument("--target-latency", default=None, metavar="T", help="hard latency limit, e.g. 10ms, 500us, 0.01s")
     p.add_argument("--max-macs", default=None, metavar="N", help="hard multiply-add limit, e.g. 300M")
     p.add_argument("--max-params", default=None, metavar="N", help="hard parameter limit, e.g. 5M")
-    p.add_argument("--space", default="default", help="bundled space name or YAML path (default: default)")
-    p.add_argument("--dataset", default="digits", help="digits (bundled) | cifar10 | cifar100 | mnist | fashion-mnist | folder")
-    p.add_argument("--data-dir", default=None, help="where the data set's files are (folder: train/ and val/ or test/)")
-    p.add_argument("--train-subset", type=int, default=None, help="train on a stratified subset of N images")
-    p.add_argument("--epochs", type=int, default=5, help="brief-training epochs per candidate (default 5)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.2)
-    p.add_argument("--sampler", default="tpe", help="tpe | nsga2 | random | qmc (default tpe)")
-    p.add_argument("--scheduler", default="none", help="none | asha (early stopping; stopped trials never reach the front)")
-    p.add_argument("--concurrency", type=int, default=2, help="trials trained at once (default 2)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="default min(1, GPUs / concurrency) when training on CUDA")
-    p.add_argument("--device", default="auto", help="training device: auto | cpu | cuda (default auto)")
-    p.add_argument("--train-precision", default="fp32",
-                   help="fp32 | bf16 (autocast + channels_last) for training on CUDA (default fp32: faster for "
-                        "brief trainings of small models, see README Performance)")
-    p.add_argument("--latency-device", default="cpu", help="device latency is measured on (default cpu)")
-    p.add_argument("--latency-batch-size", type=int, default=1)
-    p.add_argument("--latency-threads", type=int, default=1)
-    p.add_argument("--latency-dtype", default="float32", help="float32 | bfloat16 | float16 (cuda)")
-    p.add_argument("--latency-input-size", type=int, default=None, help="default: the data set's image size")
-    p.add_argument("--keep-weights", default="front", help="front | all | none (default front)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--results-dir", default="results")
+    for flag, kind in _SEARCH_FLAGS:
+        add_setting(p, flag, SearchSettings, type=kind)
+    training = search_training()
+    for flag, kind, text in _TRAIN_FLAGS:
+        add_setting(p, flag, training, type=kind, help=text)
+    precision = next(k for k, v in TRAIN_PRECISIONS.items() if all(getattr(training, f) == x for f, x in v.items()))
+    p.add_argument("--train-precision", default=None,
+                   help=f"{' | '.join(TRAIN_PRECISIONS)}: bf16 is autocast + channels_last, for training on CUDA "
+                        f"(default {precision}: faster for brief trainings of small models, see README Performance)")
     p.add_argument("--name", default=None, help="run name (default search-<timestamp>); RUN = results-dir/name")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue an interrupted search to its budget")
-    p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. 10.0.0.5:6379)")
     p.add_argument("--no-dashboard", action="store_true", help="don't write RUN/dashboard.html")
     p.set_defaults(func=_search)
 
@@ -52,7 +52,7 @@ def register(sub) -> None:
 
 
 def _settings(args):
-    from cspnas.search.settings import Constraints, SearchSettings
+    from cspnas.search.settings import TRAIN_PRECISIONS, Constraints, SearchSettings, search_training
     from cspnas.units import parse_count, parse_duration_ms
 
     constraints = Constraints(
@@ -60,18 +60,15 @@ def _settings(args):
         max_macs=int(parse_count(args.max_macs)) if args.max_macs else None,
         max_params=int(parse_count(args.max_params)) if args.max_params else None,
     )
+    train = given(args, *(flag[2:].replace("-", "_") for flag, _, _ in _TRAIN_FLAGS))
+    if args.train_precision is not None:
+        if args.train_precision not in TRAIN_PRECISIONS:
+            raise CspnasError(f"--train-precision must be one of {', '.join(TRAIN_PRECISIONS)}, "
+                              f"got {args.train_precision!r}")
+        train.update(TRAIN_PRECISIONS[args.train_precision])
     name = args.name or dt.datetime.now().strftime("search-%Y%m%d-%H%M%S")
-    return SearchSettings(
-        name=name, results_dir=args.results_dir, space=args.space, dataset=args.dataset, data_dir=args.data_dir,
-        train_subset=args.train_subset, budget=args.budget if args.budget is not None else 50, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, concurrency=args.concurrency, sampler=args.sampler,
-        scheduler=args.scheduler, seed=args.seed, device=args.device, train_precision=args.train_precision,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, constraints=constraints, latency_device=args.latency_device,
-        latency_batch_size=args.latency_batch_size, latency_threads=args.latency_threads,
-        latency_dtype=args.latency_dtype, latency_input_size=args.latency_input_size,
-        keep_weights=args.keep_weights, address=args.address,
-    )
+    return SearchSettings(name=name, constraints=constraints, train=replace(search_training(), **train),
+                          **given(args, *(flag[2:].replace("-", "_") for flag, _ in _SEARCH_FLAGS)))
 
 
 def _search(args) -> int:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cspnas.commands.flags import add_setting, given
 from cspnas.errors import CspnasError
+from cspnas.train.config import TrainConfig
 
 
 def register(sub) -> None:
@@ -16,26 +18,22 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default trained/<arch>-<dataset>); must be new or empty unless --resume")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (same settings)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default 128)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.2)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the initial weights, data order and augmentation (default 0)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
+    for flag, kind in (("--batch-size", int), ("--lr", float), ("--seed", int)):
+        add_setting(p, flag, TrainConfig, type=kind)
     p.set_defaults(func=run_train)
 
 
 def run_train(args) -> int:
     from cspnas.train.full import FullTrainSettings, saved_settings, train_full
 
-    defaults = {"batch_size": 128, "lr": 0.2, "seed": 0}
-    given = {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "seed": args.seed}
+    names = ("dataset", "epochs", "batch_size", "lr", "seed")
     out = Path(args.out) if args.out else _default_out(args.arch, args.dataset)
     # a resume takes whatever was not given on the command line from the saved settings
     saved = saved_settings(out) if args.resume else {}
-    values = {k: v if v is not None else saved.get(k, defaults.get(k)) for k, v in given.items()}
+    values = {**{k: saved[k] for k in names if saved.get(k) is not None}, **given(args, *names)}
     for key in ("dataset", "epochs"):
-        if values[key] is None:
+        if key not in values:
             raise CspnasError(f"--{key} is required (e.g. --dataset digits --epochs 30)")
     settings = FullTrainSettings(**values)
     print(f"training {args.arch} on {settings.dataset} for {settings.epochs} epoch(s) into {out}"
@@ -45,8 +43,8 @@ def run_train(args) -> int:
         print(f"epoch {epoch.epoch}/{settings.epochs}: loss {epoch.train_loss:.4f}, "
               f"val acc {100 * epoch.val_acc:.2f}%, {epoch.seconds:.1f} s", flush=True)
 
-    result = train_full(args.arch, out, settings, data_dir=args.data_dir, device=args.device, resume=args.resume,
-                        on_epoch=report)
+    result = train_full(args.arch, out, settings, data_dir=args.data_dir, resume=args.resume, on_epoch=report,
+                        **given(args, "device"))
     m = result.metrics
     test = "no test split" if m["test_acc"] is None else f"test acc {100 * m['test_acc']:.2f}%"
     print(f"{test}, final val acc {100 * m['final_val_acc']:.2f}% after {m['epochs_done']} epoch(s); "

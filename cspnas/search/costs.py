@@ -52,7 +52,9 @@ class CostMeter:
         with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
             lat = measure_latency(model, settings)
         return {"params": params, "macs": macs, "latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
-                "latency_runs": lat.runs, "latency_noisy": lat.noisy, "cost_seconds": time.perf_counter() - start}
+                "latency_runs": lat.runs, "latency_noisy": lat.noisy, "latency_backend": lat.backend,
+                "cost_seconds": time.perf_counter() - start}
 
 
-_KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "cost_seconds")
+_KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "latency_backend",
+         "cost_seconds")

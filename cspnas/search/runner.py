@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.progress import Progress, Status
 from cspnas.search.ray_session import start_ray
 from cspnas.search.records import write_tables
-from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings
+from cspnas.search.settings import SearchSettings
 from cspnas.search.store import (STUDY_NAME, create_run_dir, new_config, open_storage, prepare_run, read_config,
                                  write_yaml_atomic)
 from cspnas.space import ArchConfig, StageConfig, StemConfig
@@ -174,8 +174,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
 
 def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str, Any]:
     """TrainConfig keyword arguments for every trial of this search."""
-    return {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
-            "seed": settings.seed, "device": train_device, **TRAIN_PRECISIONS[settings.train_precision]}
+    return asdict(replace(settings.train, device=train_device))
 
 
 def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live,
@@ -197,7 +196,8 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
 
     def trial_config(number: int, arch_json: str) -> dict[str, Any]:
         return {"trial": number, "arch": arch_json, "run_dir": str(run_dir.resolve()), "data": data_spec,
-                "train": train_cfg, "keep_weights": settings.keep_weights != "none", "threads": threads}
+                "train": train_cfg, "evaluator": settings.evaluator,
+                "keep_weights": settings.keep_weights != "none", "threads": threads}
 
     progress = Progress(live=live, started_done=started_done)
     state = {"front": None, "hv": 0.0, "trials": None, "last_write": 0.0, "last_tables": 0.0}
@@ -223,7 +223,7 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
                                study_name=STUDY_NAME)
     scheduler = None
     if settings.scheduler == "asha":
-        scheduler = ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.epochs,
+        scheduler = ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.train.epochs,
                                   grace_period=1, reduction_factor=2)
     start_ray(settings)
     resources = {"cpu": settings.cpus_per_trial}

@@ -97,7 +97,7 @@ class CspOptunaSearch(OptunaSearch):
         for key, value in values.items():
             ot_trial.set_constraint(key, value)
         attrs = {"arch": arch.to_json(indent=None), "arch_hash": arch.arch_hash(), "arch_summary": arch.summary(),
-                 **cost, "feasible": not violations, "violations": violations, "epochs": s.epochs,
+                 **cost, "feasible": not violations, "violations": violations, "epochs": s.train.epochs,
                  "epochs_done": 0, "status": "running"}
         for k, v in attrs.items():
             ot_trial.set_user_attr(k, v)
@@ -119,7 +119,7 @@ class CspOptunaSearch(OptunaSearch):
         for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             a = t.user_attrs
             if t.number != number and a.get("arch_hash") == arch_hash and a.get("status") == "complete" \
-                    and a.get("epochs") == self._ctx.settings.epochs:
+                    and a.get("epochs") == self._ctx.settings.train.epochs:
                 return t
         return None
 
@@ -166,7 +166,7 @@ class CspOptunaSearch(OptunaSearch):
             self._tell(ot_trial, "failed", reason="the trial's worker process crashed or was lost (see Ray logs)")
         elif status == "failed":
             self._tell(ot_trial, "failed", reason=result.get("failure_reason", "unknown"))
-        elif status == "complete" and epochs_done >= self._ctx.settings.epochs:
+        elif status == "complete" and epochs_done >= self._ctx.settings.train.epochs:
             if result.get("weights"):
                 ot_trial.set_user_attr("weights", result["weights"])
             self._tell(ot_trial, "complete", accuracy=float(result["val_acc"]))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from cspnas.errors import CspnasError
+from cspnas.train.config import TrainConfig
 
 SETTINGS, ARCH, CHECKPOINT, WEIGHTS, METRICS = ("settings.json", "arch.json", "checkpoint.pt",
                                                 "weights.safetensors", "metrics.json")
@@ -24,13 +25,14 @@ SETTINGS, ARCH, CHECKPOINT, WEIGHTS, METRICS = ("settings.json", "arch.json", "c
 
 @dataclass(frozen=True)
 class FullTrainSettings:
-    """What makes two invocations the same training job (compared on --resume)."""
+    """What makes two invocations the same training job (compared on --resume); the recipe's
+    defaults are TrainConfig's."""
 
     dataset: str
     epochs: int
-    batch_size: int = 128
-    lr: float = 0.2
-    seed: int = 0
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    seed: int = TrainConfig.seed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

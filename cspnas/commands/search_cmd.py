@@ -76,9 +76,9 @@ def _search(args) -> int:
     from cspnas.search.runner import run_search
 
     if args.resume:
-        outcome = run_search(resume=args.resume, budget=args.budget, dashboard=not args.no_dashboard)
+        outcome = run_search(resume=args.resume, budget=args.budget, dashboard=not args.no_dashboard, estimate=True)
     else:
-        outcome = run_search(settings, dashboard=not args.no_dashboard)
+        outcome = run_search(settings, dashboard=not args.no_dashboard, estimate=True)
     _print_summary(outcome)
     if not args.no_dashboard:
         try:

@@ -7,6 +7,7 @@ references), study.db (Optuna, the single source of truth), trials.csv / pareto.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -113,10 +114,11 @@ def _resolve_train_device(settings: SearchSettings) -> str:
 
 def run_search(settings: SearchSettings | None = None, *, resume: str | Path | None = None,
                budget: int | None = None, live: bool | None = None, preflight: bool = True,
-               dashboard: bool = True) -> SearchOutcome:
+               dashboard: bool = True, estimate: bool = False) -> SearchOutcome:
     """Search (or resume RUN) to the budget. `preflight=False` skips the check that the hard limits
     can be met at all (see preflight.check_constraints_reachable), e.g. to benchmark an all-infeasible search.
-    `dashboard=False` (the CLI's --no-dashboard) never writes RUN/dashboard.html, not even while searching."""
+    `dashboard=False` (the CLI's --no-dashboard) never writes RUN/dashboard.html, not even while searching.
+    `estimate=True` (the CLI's) prints what the search will roughly cost before it starts."""
     t0 = time.monotonic()
     if resume is not None:
         run_dir = Path(resume)
@@ -137,7 +139,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         start_ray(settings)  # join before any file exists: a wrong address or token leaves no run behind
 
     data = load_dataset(settings.dataset, settings.data_dir, val_fraction=settings.val_fraction,
-                        split_seed=settings.seed, train_subset=settings.train_subset)
+                        split_seed=settings.seed, train_subset=settings.train_subset, image_size=settings.image_size)
     train_device = _resolve_train_device(settings)
     input_size = settings.latency_input_size or data.input_size
     latency = LatencySettings(device=settings.latency_device, batch_size=settings.latency_batch_size,
@@ -158,6 +160,9 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     else:
         write_yaml_atomic(run_dir / "config.yaml", config)  # records a raised --budget
     crash_point("after_config")
+    # -- before the search: what it will roughly cost (cspnas/search/estimate.py) --
+    if estimate:
+        _print_estimate(space, data, settings, train_device)
     storage = open_storage(run_dir / "study.db")
     # imported here, not at the top: it pulls in Ray Tune (~1 s), which bad input never needs
     from cspnas.search.searcher import count_final, interrupted_to_failed
@@ -170,6 +175,16 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     started_done = count_final(study)
     return _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed,
                  started_done, live, dashboard, t0)
+
+
+def _print_estimate(space, data, settings: SearchSettings, train_device: str) -> None:
+    from cspnas.search.estimate import estimate_search
+
+    found = estimate_search(space, data, replace(settings.train, device=train_device), budget=settings.budget,
+                            concurrency=settings.concurrency, threads=max(1, int(settings.cpus_per_trial)),
+                            seed=settings.seed)
+    for line in found.lines() if found is not None else ["estimate: skipped (trials train on the cluster's GPUs)"]:
+        print(line, file=sys.stderr, flush=True)
 
 
 def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str, Any]:
@@ -192,7 +207,8 @@ def _tune(settings, space, config, run_dir, storage, data, train_device, meter, 
     # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
     data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
     data_spec = {"name": settings.dataset, "data_dir": data_dir, "val_fraction": settings.val_fraction,
-                 "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False}
+                 "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False,
+                 "image_size": settings.image_size}
 
     def trial_config(number: int, arch_json: str) -> dict[str, Any]:
         return {"trial": number, "arch": arch_json, "run_dir": str(run_dir.resolve()), "data": data_spec,

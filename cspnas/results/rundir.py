@@ -38,11 +38,14 @@ class Run:
     front: pd.DataFrame
 
     def setting(self, key: str, default: Any = None) -> Any:
-        """A search setting from config.yaml: top level first, then its `settings` section."""
+        """A search setting from config.yaml: top level first, then its `settings` section, then the
+        trials' training recipe (`settings.train`; flat in runs of cspnas <= 0.1.0)."""
         if self.config.get(key) is not None:
             return self.config[key]
         section = self.config.get("settings")
-        value = section.get(key) if isinstance(section, dict) else None
+        section = section if isinstance(section, dict) else {}
+        train = section.get("train") if isinstance(section.get("train"), dict) else {}
+        value = section.get(key, train.get(key))
         return default if value is None else value
 
     @property

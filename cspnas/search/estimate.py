@@ -17,7 +17,7 @@ from cspnas.space.searchspace import SearchSpace
 from cspnas.train import TrainConfig
 from cspnas.units import format_count
 
-SAMPLES = 8  # random members of the space whose MACs are counted
+SAMPLES = 5  # random members of the space whose MACs are counted
 SLOW_EPOCH_S = 60.0  # beyond this, suggest --image-size
 EVAL_SHARE = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 

@@ -26,7 +26,7 @@ def run_export(args) -> int:
     run = load_run(args.run)
     done = export_trial(run, args.out, formats=formats, max_latency_ms=max_latency, **given(args, "pick"))
     row = run.trial(done.trial)
-    print(f"trial {done.trial}{f' ({args.pick})' if args.pick else ''}: {row['arch_summary']}, accuracy {100 * row['accuracy']:.2f}%, "
+    print(f"trial {done.trial} ({done.pick}): {row['arch_summary']}, accuracy {100 * row['accuracy']:.2f}%, "
           f"{format_count(row['macs'])} MACs, {format_count(row['params'])} params, "
           f"{format_duration_ms(row['latency_ms'])}")
     for check in done.checks:

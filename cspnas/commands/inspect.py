@@ -70,7 +70,7 @@ def inspect_arch(args) -> int:
     }
     if latency is not None:
         out["latency_ms"] = {"median": latency.median_ms, "iqr": latency.iqr_ms, "runs": latency.runs,
-                             "noisy": latency.noisy, "settings": latency.settings.to_dict()}
+                             "noisy": latency.noisy, "settings": latency.settings.to_dict(), "backend": latency.backend}
     if memory is not None:
         out["peak_memory"] = {"bytes": memory.bytes, "method": memory.method}
     if args.json:

@@ -11,8 +11,6 @@ from cspnas.commands.flags import add_setting, given
 from cspnas.errors import CspnasError
 from cspnas.tables import print_table
 
-
-
 # flags that are SearchSettings fields of the same name (the rest are parsed below)
 _SEARCH_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
                  ("--train-subset", int), ("--image-size", int), ("--sampler", str), ("--scheduler", str),

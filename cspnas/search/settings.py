@@ -1,7 +1,7 @@
 """Search settings: everything needed to rerun a search, recorded as the run's config.yaml."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cspnas.cost.backends import check_latency_backend
@@ -41,10 +41,8 @@ class Constraints:
         return values, violations
 
 
-def _setting(default: Any = None, help: str = "", **kw: Any) -> Any:
+def _setting(default: Any = MISSING, help: str = "", **kw: Any) -> Any:
     """A settings field whose help text (the CLI's) lives beside its default."""
-    if "default_factory" in kw:
-        return field(metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
 
 

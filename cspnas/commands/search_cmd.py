@@ -11,14 +11,15 @@ from cspnas.commands.flags import add_setting, given
 from cspnas.errors import CspnasError
 from cspnas.tables import print_table
 
-# flags that are SearchSettings fields of the same name (the rest are parsed below)
-_SEARCH_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
-                 ("--train-subset", int), ("--image-size", int), ("--sampler", str), ("--scheduler", str),
-                 ("--concurrency", int), ("--cpus-per-trial", float), ("--gpus-per-trial", float),
-                 ("--device", str), ("--evaluator", str), ("--latency-backend", str), ("--latency-device", str),
-                 ("--latency-batch-size", int), ("--latency-threads", int), ("--latency-dtype", str),
-                 ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int), ("--results-dir", str),
-                 ("--address", str))
+# flags that are SearchSettings fields of the same name (the rest are parsed below), in --help order:
+# what and on which data, [the trials' training], how the search runs
+_DATA_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
+               ("--train-subset", int), ("--image-size", int))
+_RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), ("--cpus-per-trial", float),
+              ("--gpus-per-trial", float), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
+              ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
+              ("--latency-dtype", str), ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int),
+              ("--results-dir", str), ("--address", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
                 ("--lr", float, None))
 
@@ -30,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--target-latency", default=None, metavar="T", help="hard latency limit, e.g. 10ms, 500us, 0.01s")
     p.add_argument("--max-macs", default=None, metavar="N", help="hard multiply-add limit, e.g. 300M")
     p.add_argument("--max-params", default=None, metavar="N", help="hard parameter limit, e.g. 5M")
-    for flag, kind in _SEARCH_FLAGS:
+    for flag, kind in _DATA_FLAGS:
         add_setting(p, flag, SearchSettings, type=kind)
     training = search_training()
     for flag, kind, text in _TRAIN_FLAGS:
@@ -39,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--train-precision", default=None,
                    help=f"{' | '.join(TRAIN_PRECISIONS)}: bf16 is autocast + channels_last, for training on CUDA "
                         f"(default {precision}: faster for brief trainings of small models, see README Performance)")
+    for flag, kind in _RUN_FLAGS:
+        add_setting(p, flag, SearchSettings, type=kind)
     p.add_argument("--name", default=None, help="run name (default search-<timestamp>); RUN = results-dir/name")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue an interrupted search to its budget")
     p.add_argument("--no-dashboard", action="store_true", help="don't write RUN/dashboard.html")
@@ -66,7 +69,7 @@ def _settings(args):
         train.update(TRAIN_PRECISIONS[args.train_precision])
     name = args.name or dt.datetime.now().strftime("search-%Y%m%d-%H%M%S")
     return SearchSettings(name=name, constraints=constraints, train=replace(search_training(), **train),
-                          **given(args, *(flag[2:].replace("-", "_") for flag, _ in _SEARCH_FLAGS)))
+                          **given(args, *(flag[2:].replace("-", "_") for flag, _ in _DATA_FLAGS + _RUN_FLAGS)))
 
 
 def _search(args) -> int:

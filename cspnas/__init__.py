@@ -14,7 +14,7 @@ def __getattr__(name: str):
 
         return build_model
     if name == "load_run":
-        from cspnas.results.rundir import load_run
+        from cspnas.run_format import load_run
 
         return load_run
     raise AttributeError(f"module 'cspnas' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import sys
 from cspnas.commands.flags import add_setting
 from cspnas.cost.backends import LATENCY_BACKENDS
 from cspnas.cost.settings import DTYPES, LatencySettings
-from cspnas.errors import CspnasError
+from cspnas.errors import CspnasError, Interrupted
 
 EXIT_USAGE = 2
 
@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         return int(args.func(args) or 0)
+    except Interrupted as e:
+        print(f"cspnas: {e}", file=sys.stderr)
+        return e.exit_code
     except CspnasError as e:
         print(f"cspnas: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,4 +1,4 @@
-"""Parse and format the quantities users type: durations (8ms, 500us) and counts (300M, 1.2G)."""
+"""Parse and format the quantities users type: durations (8ms, 500us), counts (300M, 1.2G), sizes (4MB)."""
 from __future__ import annotations
 
 import math
@@ -11,9 +11,13 @@ _DURATION_UNITS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3}
 # Decimal SI multipliers (MACs and parameter counts are quoted this way in papers).
 _COUNT_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
 
+# Bytes per unit: decimal (kB, MB, GB) as disks and papers quote them, binary (KiB, MiB, GiB) too.
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
 _NUMBER = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?"
 _DURATION_RE = re.compile(rf"^\s*{_NUMBER}\s*([a-zµ]+)\s*$", re.IGNORECASE)
 _COUNT_RE = re.compile(rf"^\s*{_NUMBER}\s*([a-z]?)\s*$", re.IGNORECASE)
+_BYTES_RE = re.compile(rf"^\s*{_NUMBER}\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
 def _number(mantissa: str, exponent: str | None) -> float:
@@ -48,6 +52,31 @@ def parse_count(text: str | int | float) -> int:
     if not math.isfinite(value) or value <= 0:
         raise CspnasError(f"count {text!r} must be positive, e.g. 300M")
     return int(round(value))
+
+
+def parse_bytes(text: str | int | float) -> int:
+    """'4MB' -> 4_000_000, '4MiB' -> 4_194_304, '512kB' -> 512_000, '1000' -> 1000 (bytes)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        match = _BYTES_RE.match(str(text))
+        if match is None or match.group(3).lower() not in _BYTE_UNITS:
+            raise CspnasError(f"cannot read size {text!r}; write a number with a unit, e.g. 4MB, 512kB or 2MiB")
+        value = _number(match.group(1), match.group(2)) * _BYTE_UNITS[match.group(3).lower()]
+    if not math.isfinite(value) or value <= 0:
+        raise CspnasError(f"size {text!r} must be positive, e.g. 4MB")
+    return int(round(value))
+
+
+def format_bytes(value: float | int | None) -> str:
+    """4_194_304 -> '4.19 MB' (decimal, as parse_bytes reads it); None/NaN -> '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    value = float(value)
+    for suffix, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {suffix}"
+    return f"{value:.0f} B"
 
 
 def format_count(value: float | int | None) -> str:

@@ -42,7 +42,7 @@ def main() -> None:
     run = tmp / "main"
     trials, front = pd.read_csv(run / "trials.csv"), pd.read_csv(run / "pareto.csv")
     config = yaml.safe_load((run / "config.yaml").read_text())
-    target = config["target_latency_ms"]
+    target = config["settings"]["constraints"]["max_latency_ms"]
     report = {
         "command": "cspnas search --budget %d --target-latency %s%s" % (args.budget, args.target_latency,
                                                                      " --epochs 1" if args.smoke else ""),

@@ -5,7 +5,7 @@ both hard limits set (``--max-macs`` and ``--target-latency``) so that every run
 hypervolume references (cspnas takes the limits as references). Seeds are paired: seed K gives
 every sampler the same data split and training seed, so differences come from the sampler.
 Hypervolume is recomputed from each run's trials.csv in trial (sampling) order with
-cspnas.results.pareto.hypervolume_curve; an infeasible or failed trial adds nothing but counts
+cspnas.pareto.hypervolume_curve; an infeasible or failed trial adds nothing but counts
 as a trial. Reports the final hypervolume per sampler (mean, std over seeds) and the trials each
 sampler needs to reach random search's final hypervolume (same seed, and random's seed mean).
 
@@ -28,7 +28,8 @@ import pandas as pd
 import yaml
 from common import CACHE, REPO, machine, small_cifar10, write_json
 
-from cspnas.results.pareto import default_objectives, hypervolume_curve
+from cspnas.objectives import DEFAULT_OBJECTIVES, bind, run_references
+from cspnas.pareto import hypervolume_curve
 from cspnas.units import parse_count, parse_duration_ms
 
 SAMPLERS = ("random", "tpe", "nsga2")
@@ -88,8 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
         folder = small_cifar10()
         data_args = ["--dataset", "folder", "--data-dir", str(folder), "--train-subset", str(args.train_subset)]
         data_note = f"CIFAR-10 reduced: {folder.name} (16x16 PNG), see experiments/common.py"
-    objectives = default_objectives(macs_ref=float(parse_count(args.max_macs)),
-                                    latency_ref_ms=parse_duration_ms(args.target_latency))
+    refs = {"macs": float(parse_count(args.max_macs)), "latency": parse_duration_ms(args.target_latency)}
+    objectives = bind(DEFAULT_OBJECTIVES, refs)
 
     runs, wall = [], 0.0
     for seed in range(args.seeds):
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = run_one(run_dir, sampler, seed, data_args, args)
             wall += seconds
             config = yaml.safe_load((run_dir / "config.yaml").read_text())
-            assert (config["macs_ref"], config["latency_ref_ms"]) == (objectives[1].ref, objectives[2].ref), \
+            assert {k: run_references(config)[k] for k in refs} == refs, \
                 f"{run_dir}: references differ from this experiment's"
             curve, states = curve_of(run_dir, objectives)
             runs.append({"sampler": sampler, "seed": seed, "final_hv": curve[-1], "states": states, "curve": curve,

@@ -7,7 +7,6 @@ stage type, split ratio and depth of a two-stage net on 8x8 one-channel images (
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import random
 from pathlib import Path
@@ -15,12 +14,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import torch
-import yaml
 from safetensors.torch import save_file
 
-from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency
+from cspnas import run_format
+from cspnas.cost import LatencySettings
 from cspnas.models import build_model
-from cspnas.results.pareto import compute_front, default_objectives, hypervolume_curve
+from cspnas.objectives import DEFAULT_OBJECTIVES, references, told_values
+from cspnas.search.costs import CostMeter
+from cspnas.search.settings import Constraints, SearchSettings, search_training
 from cspnas.space import ArchConfig, StageConfig, StemConfig
 
 STAGE_TYPES = ("csp", "fusion_first", "fusion_last", "plain")
@@ -34,6 +35,8 @@ DISTRIBUTIONS = {
     )},
 }
 IN_CHS, NUM_CLASSES, INPUT_SIZE = 1, 10, 8
+STATES = {"complete": optuna.trial.TrialState.COMPLETE, "infeasible": optuna.trial.TrialState.COMPLETE,
+          "pruned": optuna.trial.TrialState.PRUNED, "running": optuna.trial.TrialState.RUNNING}
 
 
 def sample_params(rng: random.Random) -> dict:
@@ -73,103 +76,89 @@ def make_run(tmp_path: Path, n: int = 12, *, name: str = "fixture", seed: int = 
              max_macs: float | None = None, target_latency_ms: float | None = None,
              target_latency_quantile: float | None = None,
              states: dict[int, str] | None = None, keep_weights: bool = True,
-             with_pareto: bool = True, epochs: int = 3) -> Path:
+             with_pareto: bool = True, epochs: int = 3,
+             objectives: tuple[str, ...] = DEFAULT_OBJECTIVES) -> Path:
     """Write `tmp_path/name/` like a finished search and return its path.
 
     max_macs: None -> the 75th percentile of the sampled MACs, so some trials are infeasible.
     target_latency_quantile: set target_latency_ms to this quantile of the measured latencies.
     states: overrides of the default state per trial number (e.g. {0: "running"}).
     keep_weights: keep weights for front members, as the search does.
+    objectives: the run's objectives (cspnas.objectives), as `cspnas search --objectives` records them.
     """
     rng = random.Random(seed)
     run = Path(tmp_path) / name
-    (run / "weights").mkdir(parents=True)
-    settings = LatencySettings(in_chs=IN_CHS, input_size=INPUT_SIZE, min_run_time_s=0.01, warmup=1)
+    latency = LatencySettings(in_chs=IN_CHS, input_size=INPUT_SIZE, min_run_time_s=0.01, warmup=1)
     base = dt.datetime(2025, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
-    rows, models = [], {}
+    meter = CostMeter(latency, None, INPUT_SIZE)  # the search's own cost measurement
+    rows = []
     for i in range(n):
         params = sample_params(rng)
         arch = arch_from_params(params)
-        model = build_model(arch)
-        latency = measure_latency(model, settings)
-        macs = count_macs(model, in_chs=IN_CHS, input_size=INPUT_SIZE).total
-        models[i] = model
-        rows.append({"trial": i, "params_dict": params, "arch": arch, "params": count_params(model), "macs": macs,
-                     "latency_ms": latency.median_ms, "latency_iqr_ms": latency.iqr_ms})
+        rows.append({"trial": i, "params_dict": params, "arch": arch, **meter.measure(arch)})
 
     if target_latency_quantile is not None:
         target_latency_ms = float(pd.Series([r["latency_ms"] for r in rows]).quantile(target_latency_quantile))
     if max_macs is None:
         max_macs = float(pd.Series([r["macs"] for r in rows]).quantile(0.75))
-    macs_ref = float(max_macs)
-    latency_ref_ms = target_latency_ms or 2.0 * max(r["latency_ms"] for r in rows)
+    limits = Constraints(max_macs=int(max_macs), max_latency_ms=target_latency_ms)
+    largest = {c: max(r[c] for r in rows) for c in ("params", "macs", "latency_ms", "memory_bytes")}
+    settings = SearchSettings(name=name, dataset="digits", train=search_training(epochs=epochs), budget=n,
+                              sampler="tpe", seed=seed, constraints=limits, objectives=objectives)
+    config = run_format.new_config(
+        settings=settings.to_dict(), space_yaml="", space_name="fixture", data={"name": "digits"},
+        num_classes=NUM_CLASSES, in_chs=IN_CHS, input_size=INPUT_SIZE, train_device="cpu",
+        latency=latency.to_dict(), references=references(objectives, limits.limits(), lambda: largest))
+    config["created_at"] = base.isoformat()
+    run_format.create_run_dir(run, config)
+    study = run_format.open_study(run_format.open_storage(run / run_format.STUDY), settings.objectives)
 
-    table = []
     for r in rows:
         i = r["trial"]
         state = (states or {}).get(i, default_state(i))
-        violations = []
-        if r["macs"] > max_macs:
-            violations.append(f"macs {r['macs'] / 1e6:.2f}M > {max_macs / 1e6:.2f}M")
-        if target_latency_ms is not None and r["latency_ms"] > target_latency_ms:
-            violations.append(f"latency {r['latency_ms']:.3g}ms > {target_latency_ms:g}ms")
+        cost = {k: v for k, v in r.items() if k not in ("trial", "params_dict", "arch")}
+        _, violations = limits.check(cost)
         if violations and state == "complete":
             state = "infeasible"
         # synthetic accuracy: more compute helps, split stages a little more, plus noise
         split_bonus = sum(0.01 for k, v in r["params_dict"].items() if k.endswith("stage_type") and v != "plain")
         acc = min(0.99, 0.55 + 0.08 * math.log10(r["macs"] / 1e4) + split_bonus + rng.uniform(-0.03, 0.03))
         done = {"complete": epochs, "pruned": 1, "failed": 0, "infeasible": 0, "running": 1, "interrupted": 1}[state]
-        curve = [round(acc * (k + 1) / epochs, 4) for k in range(done)]
         started = base + dt.timedelta(seconds=10 * i)
         train_s = 4.0 * done
-        finished = state not in ("running",)
-        table.append({
-            "trial": i, "state": state, "fidelity": done / epochs, "epochs_done": done, "epochs": epochs,
-            "arch_hash": r["arch"].arch_hash(), "arch_summary": r["arch"].summary(),
-            "arch_json": json.dumps(r["arch"].to_dict(), separators=(",", ":")),
-            "params": r["params"], "macs": r["macs"], "latency_ms": r["latency_ms"],
-            "latency_iqr_ms": r["latency_iqr_ms"], "feasible": not violations, "violations": "; ".join(violations),
-            "val_acc_per_epoch": json.dumps(curve), "accuracy": round(acc, 4) if state == "complete" else None,
-            "train_seconds": train_s, "cost_seconds": 0.3, "started_at": started.isoformat(),
-            "completed_at": (started + dt.timedelta(seconds=train_s + 0.3)).isoformat() if finished else None,
-            "failure_reason": "RuntimeError: synthetic failure" if state == "failed" else None,
-            "duplicate_of": None, "weights": None, "hypervolume": None,
-            **{f"p.{k}": v for k, v in r["params_dict"].items()},
-        })
-    df = pd.DataFrame(table)
-    # p. columns in a stable order, after the fixed ones
-    knobs = [f"p.{k}" for k in DISTRIBUTIONS]
-    df = df[[c for c in df.columns if not c.startswith("p.")] + knobs]
+        attrs = {"arch": r["arch"].to_json(indent=None), "arch_hash": r["arch"].arch_hash(),
+                 "arch_summary": r["arch"].summary(), **cost,
+                 "feasible": not violations, "violations": violations, "epochs": epochs, "epochs_done": done,
+                 "val_acc_per_epoch": [round(acc * (k + 1) / epochs, 4) for k in range(done)],
+                 "train_seconds": train_s, "cost_seconds": 0.3, "status": state,
+                 "accuracy": round(acc, 4) if state == "complete" else 0.0}
+        if state == "failed":
+            attrs["failure_reason"] = "RuntimeError: synthetic failure"
+        if state == "complete":
+            attrs["weights"] = run_format.weights_path(i)  # the search then deletes all but the front's
+        told = state in ("complete", "infeasible")
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=i, trial_id=i, state=STATES.get(state, optuna.trial.TrialState.FAIL), value=None,
+            values=told_values(settings.objectives, attrs) if told else None,
+            datetime_start=started, datetime_complete=None if state == "running" else
+            started + dt.timedelta(seconds=train_s + 0.3),
+            params={k: _plain(v) for k, v in r["params_dict"].items()},
+            distributions={k: DISTRIBUTIONS[k] for k in r["params_dict"]}, user_attrs=attrs,
+            system_attrs={}, intermediate_values={}))
 
-    objectives = default_objectives(macs_ref=macs_ref, latency_ref_ms=latency_ref_ms)
-    good = df[(df["state"] == "complete") & df["feasible"]]
-    front = compute_front(good, objectives)
-    if len(good):
-        df.loc[good.index, "hypervolume"] = hypervolume_curve(good, objectives, "trial")
-    for label in front.table.index:
-        i = int(df.loc[label, "trial"])
-        _pretend_trained(models[i], seed + i)
+    # weights of the front members only, as a search keeps them
+    front, _ = run_format.pareto_frame(run_format.trials_frame(study, config, run), config)
+    (run / run_format.WEIGHTS).mkdir()
+    for i in front["trial"]:
         if keep_weights:
-            rel = f"weights/trial-{i}.safetensors"
-            save_file({k: v.contiguous() for k, v in models[i].state_dict().items()}, str(run / rel))
-            df.loc[label, "weights"] = rel
-    df.to_csv(run / "trials.csv", index=False)
-
+            model = build_model(rows[i]["arch"])
+            _pretend_trained(model, seed + i)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(run / run_format.weights_path(i)))
+    trials = run_format.trials_frame(study, config, run)
+    run_format.write_csv_atomic(trials, run / run_format.TRIALS)
     if with_pareto:
-        pareto = front.table.assign(weights=df.loc[front.table.index, "weights"])
-        pareto[["trial", "arch_hash", "arch_summary", "accuracy", "macs", "params", "latency_ms", "latency_iqr_ms",
-                "knee", "weights"]].to_csv(run / "pareto.csv", index=False)
-
-    config = {
-        "name": name, "dataset": "digits", "epochs": epochs, "budget": n, "sampler": "tpe", "seed": seed,
-        "macs_ref": macs_ref, "latency_ref_ms": latency_ref_ms, "target_latency_ms": target_latency_ms,
-        "max_macs": max_macs, "max_params": None, "latency": settings.to_dict(),
-        "num_classes": NUM_CLASSES, "in_chs": IN_CHS, "input_size": INPUT_SIZE,
-        "created_at": base.isoformat(), "cspnas_version": "0.1.0",
-    }
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    _write_study(run / "study.db", name, df)
+        run_format.write_csv_atomic(run_format.pareto_frame(trials, config)[0], run / run_format.PARETO)
     return run
 
 
@@ -183,24 +172,6 @@ def _pretend_trained(model, seed: int) -> None:
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=gen))
                 m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
-
-
-def _write_study(path: Path, name: str, df: pd.DataFrame) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=f"sqlite:///{path}", study_name=name,
-                                directions=["maximize", "minimize", "minimize"])
-    states = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
-              "running": optuna.trial.TrialState.RUNNING}
-    for _, row in df.iterrows():
-        params = {c[2:]: _plain(row[c]) for c in df.columns if c.startswith("p.") and not pd.isna(row[c])}
-        state = states.get(row["state"], optuna.trial.TrialState.FAIL)  # infeasible/failed/interrupted
-        complete = row["state"] == "complete"
-        values = [float(row["accuracy"]), float(row["macs"]), float(row["latency_ms"])] if complete else None
-        trial = optuna.trial.create_trial(
-            params=params, distributions={k: DISTRIBUTIONS[k] for k in params}, values=values, state=state,
-            user_attrs={"cspnas_state": row["state"]},
-        )
-        study.add_trial(trial)
 
 
 def _plain(value):

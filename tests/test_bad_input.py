@@ -12,6 +12,11 @@ there as a subprocess, and checks that
   touch the run, a bad export or train writes no --out, nothing lands in the data cache
   (CSPNAS_CACHE_DIR points into the case's directory).
 
+Where output cannot go, the filesystems are real: a read-only bind mount (as root, whom chmod
+does not stop; chmod 0555 otherwise) and a full disk (a 4 MB tmpfs filled to the last byte).
+Those cases are skipped, with the reason, where mounting is not permitted. A write that fails
+mid-way may have made and removed a staging folder: only that folder's mtime may change.
+
 No case may start Ray or train: a sitecustomize on the subprocess's PYTHONPATH replaces
 `ray.init` with a function that raises, so validation that comes too late shows up as a
 traceback instead of a slow, silent pass. No GPU is visible (CUDA_VISIBLE_DEVICES=""), so the
@@ -22,14 +27,19 @@ is then its own test, which only reads its outcome.
 """
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
+import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +102,7 @@ class Runs:
     good: Path  # 12 trials, a front with kept weights; trial 3 is pruned, 5 failed
     nothing_complete: Path  # every trial failed or was pruned: no feasible complete trial, an empty front
     resumable: Path  # config.yaml as `cspnas search` writes it, but no study.db
+    resumable_used: Path  # config.yaml (budget 4, epochs 5, tpe) and a study in which 3 trials finished
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -144,6 +155,51 @@ def corrupt_trials(run: Path) -> None:
     write(run / "trials.csv", "\n".join(head + [",".join(["7"] * 300)]) + "\n")
 
 
+def _largest_valid_arch() -> str:
+    """The biggest network validation accepts: 8 stages of 8192 channels, depth 64, every ratio at 8."""
+    stage = {"depth": 64, "out_chs": 8192, "stride": 1, "stage_type": "csp", "block_type": "dark",
+             "expand_ratio": 8.0, "block_ratio": 8.0, "bottle_ratio": 8.0}
+    return json.dumps({"in_chs": 64, "num_classes": 10, "stem": {"out_chs": [4096]}, "stages": [stage] * 8})
+
+
+def largest_valid_arch(root: Path, runs: Runs) -> None:
+    write(root / "big.json", _largest_valid_arch())
+
+
+def with_huge_archs(run: Path) -> None:
+    """Every trial of the run claims the largest valid architecture (export must refuse before building it)."""
+    import pandas as pd
+
+    trials = pd.read_csv(run / "trials.csv")
+    trials["arch_json"] = _largest_valid_arch()
+    trials.to_csv(run / "trials.csv", index=False)
+
+
+DEEP = 200_000
+# 600 bytes that expand to 9^9 strings through aliases of aliases ("billion laughs")
+ALIAS_BOMB = "name: bomb\ndescription:\n" + "".join(
+    f"  - &{a} [{', '.join([f'*{p}' if p else 'lol'] * 9)}]\n" for p, a in zip(["", *"abcdefgh"], "abcdefghi")
+) + "stem: {out_chs: *i}\nstages:\n  - {depth: 1, out_chs: 16}\n"
+
+HUGE_SPACE = """\
+name: huge
+stem: {out_chs: 4096, kernel_size: 3, stride: 1}
+stages:
+  - {depth: 64, out_chs: 8192, stride: 1}
+  - {depth: 64, out_chs: 8192, stride: 1}
+per_stage: {stage_type: csp, block_type: dark}
+"""
+
+
+def truncate_study(run: Path) -> None:
+    db = run / "study.db"
+    db.write_bytes(db.read_bytes()[:db.stat().st_size // 2])
+
+
+def lock_from_another_host(run: Path) -> None:
+    write(run / ".lock", json.dumps({"host": "elsewhere.example", "pid": 4242, "started": 1.8e9, "ray": []}))
+
+
 def set_stage(key: str, value):
     def edit(arch: dict) -> None:
         arch["stages"][0][key] = value
@@ -159,12 +215,15 @@ class Case:
     names: tuple[str, ...]  # substrings that name the problem (field path, flag, file, value)
     fix: tuple[str, ...]  # substrings of the advice: what to do instead
     setup: Callable[[Path, Runs], object] | None = field(default=None, repr=False)
+    needs: Callable[[], str | None] | None = field(default=None, repr=False)  # why it cannot run here, or None
+    # folders whose mtime may change: a write that failed mid-way made and removed its staging folder there
+    staged_in: tuple[str, ...] = ()
 
 
-def case(id: str, argv: str | list[str], names, fix, setup=None) -> Case:
+def case(id: str, argv: str | list[str], names, fix, setup=None, needs=None, staged_in=()) -> Case:
     argv = argv.split() if isinstance(argv, str) else argv
     as_tuple = lambda v: (v,) if isinstance(v, str) else tuple(v)  # noqa: E731
-    return Case(id, tuple(argv), as_tuple(names), as_tuple(fix), setup)
+    return Case(id, tuple(argv), as_tuple(names), as_tuple(fix), setup, needs, as_tuple(staged_in))
 
 
 SEARCH = "search --name s --no-dashboard "  # a new search named s; each case adds one bad thing
@@ -192,7 +251,28 @@ CASES = [
     case("inspect-unknown-dtype", "inspect arch.json --dtype float8", ["--dtype", "'float8'"], "choose from",
          arch_file()),
 
+    # inspect: limits before allocation (estimated from the config; nothing is built)
+    case("inspect-input-size-100000", "inspect cspresnet50 --input-size 100000 --no-latency",
+         ["100000x100000", "needs about", "TiB", "available RAM"], "use a smaller --input-size"),
+    case("inspect-billion-classes", "inspect arch.json --num-classes 1000000000 --no-latency",
+         ["1,000,000,000 classes", "needs about"], "--num-classes", arch_file()),
+    case("inspect-largest-valid-arch", "inspect big.json --no-latency", ["big.json", "needs about", "PiB"],
+         "use a smaller", largest_valid_arch),
+    case("inspect-threads-over-cores", "inspect arch.json --threads 100000", ["threads", "100000"],
+         "at most this machine's CPU core count", arch_file()),
+    case("inspect-batch-size-5000", "inspect arch.json --batch-size 5000", ["batch_size", "5000"], "at most 1024",
+         arch_file()),
+    case("inspect-input-size-over-cap", "inspect arch.json --input-size 5000", ["input_size", "5000"],
+         "at most 4096", arch_file()),
+    case("inspect-json-nested-200000-deep", "inspect arch.json", ["arch.json", "nested too deeply"],
+         "an architecture nests 4 levels",
+         lambda root, runs: write(root / "arch.json", "[" * DEEP + "]" * DEEP)),
+
     # ---- space
+    case("space-alias-bomb", "space space.yaml", ["space.yaml", "expands to more than", "nested aliases"],
+         "without aliases of aliases", space_file(ALIAS_BOMB)),
+    case("space-yaml-nested-200000-deep", "space space.yaml", ["space.yaml", "nested too deeply"],
+         "flatten it", space_file("stages: " + "[" * DEEP + "]" * DEEP + "\n")),
     case("space-missing-file", "space nothere.yaml", "nothere.yaml", "use a bundled one"),
     case("space-malformed-yaml", "space space.yaml", ["space.yaml", "malformed YAML"], "at line 4 column 1",
          space_file("name: x\nstages:\n  - {depth: 1, out_chs: [16, 24\n")),
@@ -263,6 +343,16 @@ CASES = [
          ["space 'default'", "--max-params 10", "params", "fewest among"], "raise the limit"),
     case("search-impossible-latency", SEARCH + "--space edge --target-latency 1ns",
          ["space 'edge'", "--target-latency 1 ns", "fastest"], "raise the limit"),
+    # ---- search: limits before allocation
+    case("search-latency-threads-over-cores", SEARCH + "--latency-threads 100000", ["threads", "100000"],
+         "at most this machine's CPU core count"),
+    case("search-latency-batch-size-5000", SEARCH + "--latency-batch-size 5000", ["batch_size", "5000"],
+         "at most 1024"),
+    case("search-latency-input-size-100000", SEARCH + "--latency-input-size 100000", ["input_size", "100000"],
+         "at most 4096"),
+    case("search-largest-candidate-does-not-fit", SEARCH + "--space huge.yaml",
+         ["largest candidate of space 'huge'", "needs about", "available RAM"], ["smaller space", "--batch-size"],
+         space_file(HUGE_SPACE, "huge.yaml")),
     # ---- search --resume
     case("search-resume-missing", "search --no-dashboard --resume results/gone", ["results/gone", "no such run"],
          "--resume takes the folder a search wrote"),
@@ -276,6 +366,21 @@ CASES = [
          ["results/run", "study.db is missing"], "another --name", copy_run("resumable")),
     case("search-resume-budget-0", "search --no-dashboard --resume results/run --budget 0", "--budget", ">= 1",
          copy_run("resumable")),
+    case("search-resume-changed-flags", "search --no-dashboard --resume results/run --epochs 3 --sampler random "
+         "--max-macs 5M --budget 9", ["--epochs 3 (the run has 5)", "--sampler random (the run has tpe)",
+                                      "--max-macs 5000000 (the run has unset)"],
+         ["cannot change on resume", "another --name"], copy_run("resumable_used")),
+    case("search-resume-budget-below-used", "search --no-dashboard --resume results/run --budget 2",
+         ["--budget 2", "already used 3"], "--budget 3 or more", copy_run("resumable_used")),
+    case("search-resume-truncated-study", "search --no-dashboard --resume results/run",
+         ["results/run/study.db", "damaged study database"], "restore it from a backup",
+         copy_run("resumable_used", edit=truncate_study)),
+    case("search-resume-garbage-study", "search --no-dashboard --resume results/run",
+         ["results/run/study.db", "damaged study database"], "restore it from a backup",
+         copy_run("resumable_used", edit=lambda run: write(run / "study.db", b"\x00garbage" * 4096))),
+    case("search-resume-locked-on-another-host", "search --no-dashboard --resume results/run --budget 5",
+         ["locked by a search on elsewhere.example (pid 4242", "cannot be checked from"],
+         "delete results/run/.lock", copy_run("resumable_used", edit=lock_from_another_host)),
 
     # ---- report
     case("report-missing-run", "report results/gone", ["results/gone", "no such run directory"],
@@ -290,6 +395,8 @@ CASES = [
          "cspnas search", copy_run("good", edit=lambda run: write(run / "trials.csv", "trial,state\n0,complete\n"))),
     case("report-without-config", "report results/run", ["results/run", "no config.yaml"], "the folder a search wrote",
          copy_run("good", edit=lambda run: (run / "config.yaml").unlink())),
+    case("report-truncated-study", "report results/run", ["results/run/study.db", "damaged study database"],
+         "restore it from a backup", copy_run("good", edit=truncate_study)),
     case("report-unknown-sort", "report results/run --sort speed", ["--sort", "'speed'"], "choose from",
          copy_run("good")),
 
@@ -298,6 +405,8 @@ CASES = [
          "results/<name>"),
     case("dashboard-without-trials-csv", "dashboard results/run", ["results/run", "no trials.csv"],
          "not a run directory", copy_run("good", edit=lambda run: (run / "trials.csv").unlink())),
+    case("dashboard-truncated-study", "dashboard results/run", ["results/run/study.db", "damaged study database"],
+         "restore it from a backup", copy_run("good", edit=truncate_study)),
     case("dashboard-corrupt-trials-csv", "dashboard results/run", ["results/run/trials.csv", "unreadable CSV"],
          "damaged", copy_run("good", edit=corrupt_trials)),
 
@@ -308,6 +417,9 @@ CASES = [
          ["trial 999", "does not exist"], "trials 0..11", copy_run("good")),
     case("export-no-feasible-trial", "export results/run --out exported", "no feasible complete trial",
          "relax its constraints", copy_run("nothing_complete")),
+    case("export-truncated-study", "export results/run --out exported",
+         ["results/run/study.db", "damaged study database"], "restore it from a backup",
+         copy_run("good", edit=truncate_study)),
     case("export-format-exe", "export results/run --format exe --out exported", ["export format", "exe"],
          "json, onnx, torchscript, safetensors", copy_run("good")),
     case("export-out-not-empty", "export results/run --out exported", ["--out exported", "not empty"],
@@ -318,6 +430,9 @@ CASES = [
          ["--max-latency", "no Pareto-front trial"], "the fastest is trial", copy_run("good")),
     case("export-weights-gone", "export results/run --pick best --format onnx --out exported",
          ["kept no weights"], "--format json", copy_run("good", edit=lambda run: shutil.rmtree(run / "weights"))),
+    case("export-arch-does-not-fit", "export results/run --pick best --out exported",
+         ["exporting trial", "needs about", "available RAM"], "--format json",
+         copy_run("good", edit=with_huge_archs)),
     case("export-without-out", "export results/run", ["--out", "required"], "--help", copy_run("good")),
 
     # ---- train
@@ -334,9 +449,160 @@ CASES = [
     case("train-resume-without-checkpoint", "train arch.json --dataset digits --epochs 1 --out trained --resume",
          ["--resume", "checkpoint.pt"], "drop --resume", both(arch_file(), mkdir("trained"))),
 
+    case("train-arch-does-not-fit", "train big.json --dataset digits --epochs 1", ["training big.json", "needs about"],
+         "--batch-size", largest_valid_arch),
+    case("train-json-nested-200000-deep", "train arch.json --dataset digits --epochs 1",
+         ["arch.json", "nested too deeply"], "an architecture nests 4 levels",
+         lambda root, runs: write(root / "arch.json", "{\"a\": " * DEEP + "1" + "}" * DEEP)),
+
     # ---- the CLI itself
     case("unknown-command", "frobnicate", ["'frobnicate'", "invalid choice"], "--help"),
     case("presets-unknown-flag", "presets --wide", ["unrecognized arguments", "--wide"], "cspnas presets --help"),
+]
+
+
+# ---------------------------------------------------------------------------------- filesystems that refuse writes
+
+MOUNTS: list[Path] = []  # mounted by case setups; unmounted once the module's cases have run
+LOCKED: list[Path] = []  # made read-only with chmod (not root); made writable again for pytest's cleanup
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True, timeout=30)
+
+
+@functools.cache
+def cannot_mount() -> str | None:
+    """Why this process cannot mount a small tmpfs (None: it can)."""
+    probe = Path(tempfile.mkdtemp(prefix="cspnas-mount-probe-"))
+    try:
+        _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe))
+    except (OSError, subprocess.SubprocessError) as e:
+        probe.rmdir()
+        detail = (getattr(e, "stderr", None) or str(e)).strip().splitlines()[-1:] or [""]
+        return f"cannot mount a tmpfs here ({detail[0]}): needs root with CAP_SYS_ADMIN"
+    subprocess.run(["umount", str(probe)], check=False, timeout=30)
+    probe.rmdir()
+    return None
+
+
+def cannot_make_read_only() -> str | None:
+    # chmod does not stop root, so root gets a read-only bind mount instead
+    return cannot_mount() if os.geteuid() == 0 else None
+
+
+def read_only(rel: str):
+    """Setup: make root/rel (made if missing) read-only for the command."""
+    def setup(root: Path, runs: Runs) -> None:
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            _mount("--bind", str(path), str(path))
+            MOUNTS.append(path)
+            _mount("-o", "remount,bind,ro", str(path))
+        else:
+            path.chmod(0o555)
+            LOCKED.append(path)
+    return setup
+
+
+def full_disk(rel: str, then: Callable[[Path, Runs], object] | None = None):
+    """Setup: mount a 4 MB tmpfs at root/rel, let `then` put files on it, then fill it to the last byte."""
+    def setup(root: Path, runs: Runs) -> None:
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path))
+        MOUNTS.append(path)
+        if then is not None:
+            then(root, runs)
+        fd = os.open(path / ".filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while os.write(fd, bytes(65536)):
+                pass
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+        finally:
+            os.close(fd)
+    return setup
+
+
+def release_filesystems() -> None:
+    for path in reversed(MOUNTS):
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=30)
+    MOUNTS.clear()
+    for path in LOCKED:
+        path.chmod(0o755)
+    LOCKED.clear()
+
+
+def png(width: int, height: int) -> bytes:
+    """An 8-bit greyscale PNG declaring width x height pixels. Only a small image holds all its
+    pixels; a huge one holds 64 bytes of data, as a decompression bomb's header lies about its size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" + bytes(range(width))[:width]) * height if width * height <= 4096 else bytes(64)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def image_folder(edit: Callable[[Path], object] | None = None, dest: str = "photos"):
+    """Setup: a valid two-class image folder at `dest` (3 8x8 PNGs per class), then `edit` it."""
+    def setup(root: Path, runs: Runs) -> None:
+        for cls in ("a", "b"):
+            for i in range(3):
+                write(root / dest / "train" / cls / f"{i}.png", png(8, 8))
+        if edit is not None:
+            edit(root / dest)
+    return setup
+
+
+def symlink(rel: str, to: str):
+    return lambda folder: (folder / rel).symlink_to(to)
+
+
+FOLDER = SEARCH + "--dataset folder --data-dir photos"
+
+CASES += [
+    # ---- where a command writes: a file in the way, a read-only folder, a full disk
+    case("search-results-dir-is-a-file", SEARCH + "--results-dir results.txt",
+         ["--results-dir results.txt", "is a file"], "pass a folder",
+         lambda root, runs: write(root / "results.txt", "x")),
+    case("search-results-dir-under-a-file", SEARCH + "--results-dir notes.txt/runs",
+         ["--results-dir notes.txt/runs", "notes.txt is a file"], "pass a folder",
+         lambda root, runs: write(root / "notes.txt", "x")),
+    case("search-results-dir-read-only", SEARCH + "--results-dir ro", ["--results-dir ro", "read-only"],
+         "pass a writable folder", read_only("ro"), cannot_make_read_only),
+    case("dashboard-read-only-run", "dashboard results/run", ["results/run/dashboard.html", "read-only"],
+         "make it writable or write somewhere else", both(copy_run("good"), read_only("results/run")),
+         cannot_make_read_only),
+    case("export-out-read-only", "export results/run --out ro/exported", ["ro/exported", "read-only"],
+         "make it writable or write somewhere else", both(copy_run("good"), read_only("ro")), cannot_make_read_only),
+    case("train-out-read-only", "train arch.json --dataset digits --epochs 1 --out ro/trained",
+         ["--out ro/trained", "read-only"], "pass a writable folder", both(arch_file(), read_only("ro")),
+         cannot_make_read_only),
+    case("export-disk-full", "export results/run --out disk/exported", "disk full writing disk/exported",
+         "free space and re-run", both(copy_run("good"), full_disk("disk")), cannot_mount, staged_in="disk/"),
+    case("dashboard-disk-full", "dashboard results/run", "disk full writing results/run/dashboard.html",
+         "free space and re-run",
+         full_disk("results/run", then=lambda root, runs: shutil.copytree(runs.good, root / "results/run",
+                                                                          dirs_exist_ok=True)), cannot_mount,
+         staged_in="results/run/"),
+    case("train-disk-full", "train arch.json --dataset digits --epochs 1 --out disk/trained",
+         "disk full writing disk/trained", "free space and re-run", both(arch_file(), full_disk("disk")), cannot_mount,
+         staged_in="disk/"),
+    # ---- image folders that cannot be read
+    case("search-folder-symlink-loop", FOLDER, ["photos/train/loop", "symbolic link loop"], "remove or fix that link",
+         image_folder(lambda folder: (symlink("train/loop", "loop2")(folder), symlink("train/loop2", "loop")(folder)))),
+    case("train-folder-image-symlink-loop",
+         "train arch.json --dataset folder --data-dir photos --epochs 1 --out trained",
+         ["photos/train/a/self.png", "symbolic link loop"], "remove or fix that link",
+         both(arch_file(), image_folder(symlink("train/a/self.png", "self.png")))),
+    case("search-folder-decompression-bomb", FOLDER, ["photos/train/a/huge.png", "decompression bomb"],
+         "shrink or remove it", image_folder(lambda folder: write(folder / "train/a/huge.png", png(100_000, 100_000)))),
+    case("search-folder-image-over-pillow-limit", FOLDER, ["photos/train/b/big.png", "more than"],
+         "shrink or remove it", image_folder(lambda folder: write(folder / "train/b/big.png", png(10_000, 10_000)))),
 ]
 
 
@@ -411,7 +677,26 @@ def runs(tmp_path_factory) -> Runs:
     config = {"cspnas_version": "0.1.0", "settings": SearchSettings(name="resumable").to_dict(),
               "space_yaml": space.source, "space_name": space.name}
     write(resumable / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    return Runs(good=good, nothing_complete=nothing_complete, resumable=resumable)
+    return Runs(good=good, nothing_complete=nothing_complete, resumable=resumable,
+                resumable_used=_resumable_used(base / "resumable-used", config))
+
+
+def _resumable_used(run: Path, config: dict) -> Path:
+    """A run as `cspnas search` leaves it after 3 of its 4 trials: config.yaml and study.db."""
+    import optuna
+
+    from cspnas.run_format import create_run_dir, open_storage, open_study, run_objectives
+
+    config = {**config, "settings": {**config["settings"], "name": run.name, "budget": 4, "epochs": 5}}
+    create_run_dir(run, config)
+    storage = open_storage(run / "study.db")
+    objectives = run_objectives(config)
+    study = open_study(storage, objectives)
+    for i in range(3):
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.5 + i / 10] * len(objectives), user_attrs={"status": "complete", "arch_hash": f"h{i}"}))
+    storage.engine.dispose()
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -434,11 +719,14 @@ def outcomes(request, runs, cli_env, tmp_path_factory) -> dict[str, Outcome]:
     """Run every selected case, WORKERS at a time; id -> Outcome."""
     selected = {item.callspec.params["c"].id for item in request.session.items
                 if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "c" in item.callspec.params}
-    todo = [c for c in CASES if c.id in selected]
+    todo = [c for c in CASES if c.id in selected and not (c.needs and c.needs())]
     cases_root = tmp_path_factory.mktemp("bad-input-cases")
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        futures = {c.id: pool.submit(_run, c, cases_root / c.id, runs, cli_env) for c in todo}
-        return {key: f.result() for key, f in futures.items()}
+    try:
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            futures = {c.id: pool.submit(_run, c, cases_root / c.id, runs, cli_env) for c in todo}
+            return {key: f.result() for key, f in futures.items()}
+    finally:
+        release_filesystems()
 
 
 def test_the_table_is_big_and_ids_are_unique():
@@ -458,6 +746,8 @@ def test_the_ray_guard_works(cli_env, tmp_path):
 
 @pytest.mark.parametrize("c", CASES, ids=lambda c: c.id)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(c: Case, outcomes):
+    if c.needs and (why := c.needs()):
+        pytest.skip(why)
     got = outcomes[c.id]
     shown = f"argv: {' '.join(c.argv)}\nexit: {got.returncode}\nstdout:\n{got.stdout}\nstderr:\n{got.stderr}"
     assert "Traceback" not in got.stdout + got.stderr, shown
@@ -468,7 +758,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(c: Case, outcomes):
     assert line.startswith("cspnas: error: ") and line[len("cspnas: error: "):].strip(), shown
     for part in c.names + c.fix:
         assert part in line, f"expected {part!r} in the message\n{shown}"
-    changes = describe_changes(got.before, got.after)
+    before, after = dict(got.before), dict(got.after)
+    for folder in c.staged_in:  # still there, and nothing else changed inside it
+        assert after.pop(folder, None) is not None and before.pop(folder)[0] == "dir", shown
+    changes = describe_changes(before, after)
     assert not changes, f"the command changed files:\n{changes}\n{shown}"
 
 

@@ -11,8 +11,9 @@ import pytest
 import yaml
 from process_group import run_in_group
 
-from cspnas.results.pareto import compute_front, default_objectives
-from cspnas.search.runner import open_storage, run_search
+from cspnas.pareto import compute_front
+from cspnas.run_format import objectives_of, open_storage
+from cspnas.search.runner import run_search
 
 FINAL = {"complete", "infeasible", "pruned", "failed"}
 BUDGET = 4
@@ -65,8 +66,7 @@ def test_kill_then_resume(tmp_path, point):
     assert (trials["state"].isin(FINAL)).sum() == BUDGET
     config = yaml.safe_load((run / "config.yaml").read_text())
     done = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
-    expected = compute_front(done, default_objectives(macs_ref=config["macs_ref"],
-                                                      latency_ref_ms=config["latency_ref_ms"]))
+    expected = compute_front(done, objectives_of(config))
     assert sorted(front["trial"]) == sorted(expected.table["trial"])
     for n in trials.loc[trials["state"] == "interrupted", "trial"]:  # re-queued with the same architecture
         arch = trials.set_index("trial").loc[n, "arch_json"]

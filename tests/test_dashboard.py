@@ -10,7 +10,8 @@ from cspnas.errors import CspnasError
 from cspnas.results import figures
 from cspnas.results.dashboard import render_dashboard, write_dashboard
 from cspnas.results.importance import param_importances
-from cspnas.results.rundir import load_run
+from cspnas.run_format import load_run
+from cspnas.search.runlock import RunLock
 from headless import find_chromium, load_page
 from run_fixture import make_run
 
@@ -54,20 +55,20 @@ def test_tradeoff_plots_mark_front_infeasible_and_limits(run_dir):
     pts = figures.split_points(run)
     assert len(pts.infeasible) == (run.trials["state"] == "infeasible").sum() > 0
     assert sorted(pts.front["trial"]) == sorted(run.front["trial"])
-    for x, key in (("latency_ms", "target_latency_ms"), ("macs", "max_macs")):
+    for x, key in (("latency_ms", "latency"), ("macs", "macs")):
         fig = figures.tradeoff_figure(run, pts, x)
         names = {t.name: t for t in fig.data}
         assert sorted(names["Pareto front (3 objectives)"].x) == sorted(run.front[x])
         assert len(names["knee"].x) == 1
         assert len(names["infeasible (untrained at 0)"].x) == len(pts.infeasible)
-        assert [s.x0 for s in fig.layout.shapes] == [pytest.approx(run.config[key])]
+        assert [s.x0 for s in fig.layout.shapes] == [pytest.approx(run.limits[key])]
         assert "trial" in names["complete trials"].text[0]
 
 
 def test_no_limit_lines_without_constraints(tmp_path):
     run = load_run(make_run(tmp_path, 4, max_macs=1e12))
     pts = figures.split_points(run)
-    assert run.config["target_latency_ms"] is None
+    assert run.limits["latency"] is None
     assert len(figures.tradeoff_figure(run, pts, "latency_ms").layout.shapes) == 0
     assert pts.infeasible.empty
 
@@ -77,7 +78,7 @@ def test_knob_axes_use_codes_for_categories(run_dir):
     pts = figures.split_points(run)
     fig = figures.knobs_figure(run, pts)
     dims = {d.label: d for d in fig.data[0].dimensions}
-    assert list(dims) == [c[2:] for c in run.knob_columns] + ["MACs", "latency ms", "accuracy"]
+    assert list(dims) == [c[2:] for c in run.knob_columns] + ["MACs", "latency (ms)", "validation accuracy"]
     act = dims["act"]
     assert set(act.ticktext) == set(pts.complete["p.act"]) and sorted(set(act.values)) == list(act.tickvals)
     for col in ("p.s0.split_ratio", "p.s1.split_ratio"):
@@ -137,9 +138,12 @@ def test_failed_refresh_keeps_the_old_dashboard(run_dir, tmp_path):
     assert not [p for p in copy.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_running_search_page_reloads_itself(tmp_path):
+def test_running_search_page_reloads_itself_until_the_search_ends(tmp_path):
     running = make_run(tmp_path, 3, states={2: "running"})
-    assert 'http-equiv="refresh"' in render_dashboard(load_run(running), importance=False)
+    with RunLock(running):  # a search holds the run
+        assert 'http-equiv="refresh"' in render_dashboard(load_run(running), importance=False)
+    # interrupted or killed: the trial still reads "running", but nothing will update the page
+    assert 'http-equiv="refresh"' not in render_dashboard(load_run(running), importance=False)
 
 
 def test_dashboard_cli(run_dir, capsys):

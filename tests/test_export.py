@@ -15,7 +15,7 @@ from cspnas.cli import main
 from cspnas.errors import CspnasError
 from cspnas.models import build_model, load_arch
 from cspnas.results.export import export_trial, parse_formats, pick_trial
-from cspnas.results.rundir import load_run
+from cspnas.run_format import load_run
 from run_fixture import make_run
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from process_group import run_in_group
 
-from cspnas.search.runner import open_storage
+from cspnas.run_format import open_storage
 
 pytestmark = pytest.mark.slow  # one ~40 s search serves the module
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from process_group import run_in_group
 
-from cspnas.search.runner import open_storage
+from cspnas.run_format import open_storage
 
 FINAL = {"complete", "infeasible", "pruned", "failed"}
 BUDGET, CONCURRENCY = 10, 8

@@ -13,7 +13,7 @@ from rich.console import Console
 from cspnas.cli import main
 from cspnas.errors import CspnasError
 from cspnas.results.report import front_table, print_report, run_totals
-from cspnas.results.rundir import load_run
+from cspnas.run_format import load_run
 from run_fixture import make_run
 
 
@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory) -> Path:
 def test_load_run_reads_every_file(run_dir):
     run = load_run(run_dir)
     raw = pd.read_csv(run_dir / "trials.csv")
-    assert run.name == "fixture" and run.config["dataset"] == "digits"
+    assert run.name == "fixture" and run.setting("dataset") == "digits"
     assert list(run.trials["trial"]) == list(raw["trial"])
     assert run.trials["feasible"].dtype == bool
     assert set(run.trials["state"]) <= {"complete", "infeasible", "pruned", "failed"}
@@ -143,7 +143,7 @@ def test_cli_error_is_one_line_exit_2(tmp_path):
 def test_lazy_top_level_exports():
     # `import cspnas` must stay light; load_run/build_model come on first use (module __getattr__)
     code = ("import sys, cspnas; heavy = [m for m in ('torch', 'pandas', 'plotly') if m in sys.modules]; "
-            "assert not heavy, heavy; from cspnas.results.rundir import load_run; "
+            "assert not heavy, heavy; from cspnas.run_format import load_run; "
             "from cspnas.models import build_model; "
             "assert cspnas.load_run is load_run and cspnas.build_model is build_model; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

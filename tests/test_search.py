@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from cspnas.results.pareto import compute_front, default_objectives
-from cspnas.search.runner import open_storage, run_search
+from cspnas.pareto import compute_front
+from cspnas.run_format import objectives_of, open_storage
+from cspnas.search.runner import run_search
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 
 FINAL = {"complete", "infeasible", "pruned", "failed"}
@@ -50,7 +51,7 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     run = out.run_dir
     trials, front, study = load(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["settings"]["budget"] == 8 and config["max_params"] == 150_000
+    assert config["settings"]["budget"] == 8 and config["settings"]["constraints"]["max_params"] == 150_000
 
     # exactly the budget, all final; the table is the study
     assert len(trials) == 8 and set(trials["state"]) <= FINAL
@@ -73,8 +74,7 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     assert len(front) >= 1
     assert (front["params"] <= 150_000).all() and (front["latency_ms"] <= 50.0).all()
     complete = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
-    recomputed = compute_front(complete, default_objectives(macs_ref=config["macs_ref"],
-                                                            latency_ref_ms=config["latency_ref_ms"]))
+    recomputed = compute_front(complete, objectives_of(config))
     assert sorted(recomputed.table["trial"]) == sorted(front["trial"])
     assert out.hypervolume == pytest.approx(recomputed.hypervolume)
     assert front["knee"].sum() == 1
@@ -156,6 +156,28 @@ def test_resume_after_kill_finishes_budget_without_retraining(tmp_path):
         if row["state"] == "complete":
             assert now["accuracy"] == row["accuracy"]
     assert sorted(front["trial"]) == sorted(out.front["trial"])
+
+
+def test_two_objectives_and_a_memory_limit_hold_across_resume(tmp_path):
+    """--objectives accuracy,latency with --max-memory: two-objective study, memory-infeasible trials never
+    trained, and a resumed run keeps its objectives."""
+    limits = Constraints(max_memory=60_000)
+    run = run_search(settings(tmp_path, "two", budget=3, objectives=("accuracy", "latency"), constraints=limits,
+                              sampler="random"), live=False).run_dir
+    out = run_search(resume=run, budget=4, live=False)
+    trials, front, study = load(run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["settings"]["objectives"] == ["accuracy", "latency"] and len(trials) == 4
+    assert study.metric_names == ["accuracy", "latency_ms"] and len(study.directions) == 2
+    infeasible = trials["state"] == "infeasible"
+    assert infeasible.any() and (trials["state"] == "complete").any(), "the limit should split these candidates"
+    assert ((trials["memory_bytes"] > 60_000) == infeasible).all() and (trials.loc[infeasible, "epochs_done"] == 0).all()
+    for t in study.trials:
+        if t.user_attrs["status"] == "complete":
+            assert t.values == [t.user_attrs["accuracy"], t.user_attrs["latency_ms"]]
+    done = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
+    assert sorted(compute_front(done, objectives_of(config)).table["trial"]) == sorted(front["trial"])
+    assert out.hypervolume == pytest.approx(compute_front(done, objectives_of(config)).hypervolume)
 
 
 # ---------------------------------------------------------------- cluster device and GPU share

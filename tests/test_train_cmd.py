@@ -11,9 +11,9 @@ from cspnas.data import load_dataset
 from cspnas.errors import CspnasError
 from cspnas.models import build_model, load_arch
 from cspnas.results.export import export_trial
-from cspnas.results.rundir import load_run
+from cspnas.run_format import load_run
 from cspnas.train import evaluate
-from cspnas.train.full import FullTrainSettings, train_full
+from cspnas.train.full import FullTrainSettings, partial_dir, train_full
 from run_fixture import make_run
 
 
@@ -64,22 +64,43 @@ def test_train_one_epoch_on_digits(exported_arch, tmp_path, capsys):
 
 def test_resume_continues_after_an_interruption(exported_arch, tmp_path, capsys):
     out = tmp_path / "resumable"
+    partial = partial_dir(out)
 
     def interrupt(report):
         raise KeyboardInterrupt  # as if the user hit Ctrl-C after the first epoch
 
     with pytest.raises(KeyboardInterrupt):
         train_full(exported_arch, out, FullTrainSettings("digits", epochs=2), device="cpu", on_epoch=interrupt)
-    assert (out / "checkpoint.pt").is_file() and not (out / "metrics.json").exists()
+    # no partial --out; the finished epoch waits in the hidden partial folder
+    assert not out.exists() and (partial / "checkpoint.pt").is_file() and not (partial / "metrics.json").exists()
 
-    # without --resume the directory is protected; with it, training picks up at epoch 2
+    # without --resume the kept training is protected; with it, training picks up at epoch 2
     assert main(["train", str(exported_arch), "--dataset", "digits", "--epochs", "2", "--out", str(out)]) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "pass --resume" in capsys.readouterr().err
+    assert (partial / "checkpoint.pt").is_file() and not out.exists()
     assert main(["train", str(exported_arch), "--out", str(out), "--resume", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "epoch 2/2" in printed and "epoch 1/2" not in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_done"] == 2 and len(metrics["val_acc_per_epoch"]) == 2
+    assert not partial.exists()
+
+
+def test_a_failed_training_leaves_no_output_folder(exported_arch, tmp_path):
+    """Any error after the folder was made removes it, whether it came before the first checkpoint
+    (divergence) or after one (a failing callback); only an interruption keeps a checkpoint."""
+    out = tmp_path / "failed"
+    with pytest.raises(CspnasError, match="lower --lr"):
+        train_full(exported_arch, out, FullTrainSettings("digits", epochs=2, lr=1e6), device="cpu")
+    assert list(tmp_path.iterdir()) == []
+
+    def fail(report):
+        assert (partial_dir(out) / "checkpoint.pt").is_file()  # the folder and an epoch exist
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train_full(exported_arch, out, FullTrainSettings("digits", epochs=2), device="cpu", on_epoch=fail)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_resume_refuses_other_settings(exported_arch, tmp_path, capsys):

@@ -26,7 +26,8 @@ def add_setting(parser: argparse.ArgumentParser, flag: str, owner: Any, name: st
     text = kwargs.pop("help", None) or _field(owner, name).metadata.get("help", "")
     default = setting_default(owner, name)
     if default is not None and not isinstance(default, bool):
-        text = f"{text} (default {default})"
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default  # as typed
+        text = f"{text} (default {shown})"
     parser.add_argument(flag, dest=kwargs.pop("dest", name), default=None, help=text.replace("%", "%%"), **kwargs)
 
 

@@ -10,6 +10,7 @@ from cspnas.commands.flags import given
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import PRESETS, build_model, load_arch
 from cspnas.space import stage_channels
+from cspnas.space.footprint import ensure_fits, footprint
 from cspnas.tables import print_table
 
 
@@ -39,11 +40,16 @@ def inspect_arch(args) -> int:
         from cspnas.errors import CspnasError
 
         raise CspnasError(f"--input-size must be >= 1, got {size}")
+    settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
+                               **given(args, "backend", "device", "batch_size", "threads", "dtype"))
+    # before anything is allocated: MACs are counted at batch 1, latency and memory at --batch-size
+    batch = 1 if args.no_latency and not args.memory else settings.batch_size
+    ensure_fits(footprint(arch, size).inference_bytes(batch), settings.device,
+                f"{args.arch} at {size}x{size}, batch {batch}, {arch.num_classes:,} classes",
+                "use a smaller --input-size, --batch-size or --num-classes")
     model = build_model(arch)
     macs = count_macs(model, in_chs=arch.in_chs, input_size=size)
     latency = memory = None
-    settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
-                               **given(args, "backend", "device", "batch_size", "threads", "dtype"))
     if not args.no_latency:
         latency = measure_latency(model, settings)
     if args.memory:

@@ -11,14 +11,16 @@ def register(sub) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print one JSON object (totals + front)")
     fmt.add_argument("--csv", action="store_true", help="print the front as CSV")
-    p.add_argument("--sort", default="accuracy", choices=["accuracy", "macs", "latency", "params"],
+    from cspnas.objectives import OBJECTIVES
+
+    p.add_argument("--sort", default="accuracy", choices=list(OBJECTIVES),
                    help="order of the front rows, best first (default accuracy)")
     p.set_defaults(func=run_report)
 
 
 def run_report(args) -> int:
     from cspnas.results.report import front_csv, print_report, report_dict
-    from cspnas.results.rundir import load_run
+    from cspnas.run_format import load_run
 
     run = load_run(args.run)
     if args.json:

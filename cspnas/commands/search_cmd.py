@@ -25,12 +25,14 @@ _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--ba
 
 
 def register(sub) -> None:
-    from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings, search_training
+    from cspnas.objectives import constraint_flags
+    from cspnas.search.settings import TRAIN_PRECISIONS, Constraints, SearchSettings, search_training
 
-    p = sub.add_parser("search", help="search the CSP space for the accuracy / MACs / latency Pareto front")
-    p.add_argument("--target-latency", default=None, metavar="T", help="hard latency limit, e.g. 10ms, 500us, 0.01s")
-    p.add_argument("--max-macs", default=None, metavar="N", help="hard multiply-add limit, e.g. 300M")
-    p.add_argument("--max-params", default=None, metavar="N", help="hard parameter limit, e.g. 5M")
+    p = sub.add_parser("search", help="search the CSP space for the Pareto front of accuracy and costs "
+                                      "(MACs, latency, memory, params)")
+    add_setting(p, "--objectives", SearchSettings, metavar="LIST")
+    for spec in constraint_flags():  # a limit's flag is named by its objective (cspnas.objectives)
+        add_setting(p, spec.flag, Constraints, spec.limit, metavar="LIMIT", help=spec.flag_help)
     for flag, kind in _DATA_FLAGS:
         add_setting(p, flag, SearchSettings, type=kind)
     training = search_training()
@@ -53,14 +55,11 @@ def register(sub) -> None:
 
 
 def _settings(args):
+    from cspnas.objectives import constraint_flags
     from cspnas.search.settings import TRAIN_PRECISIONS, Constraints, SearchSettings, search_training
-    from cspnas.units import parse_count, parse_duration_ms
 
-    constraints = Constraints(
-        max_latency_ms=parse_duration_ms(args.target_latency) if args.target_latency else None,
-        max_macs=int(parse_count(args.max_macs)) if args.max_macs else None,
-        max_params=int(parse_count(args.max_params)) if args.max_params else None,
-    )
+    constraints = Constraints(**{s.limit: s.parse(getattr(args, s.limit)) for s in constraint_flags()
+                                 if getattr(args, s.limit)})
     train = given(args, *(flag[2:].replace("-", "_") for flag, _, _ in _TRAIN_FLAGS))
     if args.train_precision is not None:
         if args.train_precision not in TRAIN_PRECISIONS:
@@ -69,7 +68,8 @@ def _settings(args):
         train.update(TRAIN_PRECISIONS[args.train_precision])
     name = args.name or dt.datetime.now().strftime("search-%Y%m%d-%H%M%S")
     return SearchSettings(name=name, constraints=constraints, train=replace(search_training(), **train),
-                          **given(args, *(flag[2:].replace("-", "_") for flag, _ in _DATA_FLAGS + _RUN_FLAGS)))
+                          **given(args, "objectives",
+                                  *(flag[2:].replace("-", "_") for flag, _ in _DATA_FLAGS + _RUN_FLAGS)))
 
 
 def _search(args) -> int:
@@ -77,7 +77,7 @@ def _search(args) -> int:
     from cspnas.search.runner import run_search
 
     if args.resume:
-        outcome = run_search(resume=args.resume, budget=args.budget, dashboard=not args.no_dashboard, estimate=True)
+        outcome = run_search(resume=args.resume, given=_given(args), dashboard=not args.no_dashboard, estimate=True)
     else:
         outcome = run_search(settings, dashboard=not args.no_dashboard, estimate=True)
     _print_summary(outcome)
@@ -92,17 +92,31 @@ def _search(args) -> int:
     return 0
 
 
+def _given(args) -> dict:
+    """With --resume: the settings the user gave flags for (flattened keys -> values, read as a new
+    search reads them); the run's config.yaml holds the rest. A flag's dest is its setting's leaf
+    name (argparse defaults are None, so a flag left out is not "given")."""
+    from cspnas.search.resume import flatten
+    from cspnas.search.settings import TRAIN_PRECISIONS
+
+    leaves = {k for k, v in vars(args).items() if v is not None}
+    if args.train_precision is not None:
+        leaves |= set(TRAIN_PRECISIONS[args.train_precision])
+    return {k: v for k, v in flatten(_settings(args).to_dict()).items() if k.rsplit(".", 1)[-1] in leaves}
+
+
 def _print_summary(outcome) -> None:
     console = Console()
     trials, front = outcome.trials, outcome.front
     counts = trials["state"].value_counts().to_dict()
+    from cspnas.results.report import shown_objectives
+
     table = Table(title=f"Pareto front ({len(front)} of {len(trials)} trials; hypervolume {outcome.hypervolume:.4f})")
-    for col in ("trial", "architecture", "accuracy", "MACs", "params", "latency ms", "knee"):
+    shown = shown_objectives(front)
+    for col in ("trial", "architecture", *(s.header for s in shown), "knee"):
         table.add_column(col, justify="left" if col == "architecture" else "right")
-    for _, r in front.iterrows():
-        table.add_row(str(r["trial"]), r["arch_summary"], f"{r['accuracy']:.4f}", f"{int(r['macs']):,}",
-                      f"{int(r['params']):,}", f"{r['latency_ms']:.3f} ± {r['latency_iqr_ms']:.3f}",
-                      "*" if r["knee"] else "")
+    for r in front.to_dict(orient="records"):
+        table.add_row(str(r["trial"]), r["arch_summary"], *(s.cell(r) for s in shown), "*" if r["knee"] else "")
     print_table(table, console)
     console.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; wall {outcome.wall_seconds:.0f} s")
     console.print(f"run directory: {outcome.run_dir}")

@@ -1,6 +1,7 @@
 """`cspnas train ARCH.json --dataset D --epochs N`: train one architecture fully and test it."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from cspnas.commands.flags import add_setting, given
@@ -25,7 +26,7 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
-    from cspnas.train.full import FullTrainSettings, saved_settings, train_full
+    from cspnas.train.full import CHECKPOINT, FullTrainSettings, partial_dir, saved_settings, train_full
 
     names = ("dataset", "epochs", "batch_size", "lr", "seed")
     out = Path(args.out) if args.out else _default_out(args.arch, args.dataset)
@@ -43,8 +44,14 @@ def run_train(args) -> int:
         print(f"epoch {epoch.epoch}/{settings.epochs}: loss {epoch.train_loss:.4f}, "
               f"val acc {100 * epoch.val_acc:.2f}%, {epoch.seconds:.1f} s", flush=True)
 
-    result = train_full(args.arch, out, settings, data_dir=args.data_dir, resume=args.resume, on_epoch=report,
-                        **given(args, "device"))
+    try:
+        result = train_full(args.arch, out, settings, data_dir=args.data_dir, resume=args.resume, on_epoch=report,
+                            **given(args, "device"))
+    except KeyboardInterrupt:
+        if (partial_dir(out) / CHECKPOINT).is_file():
+            print(f"the finished epochs are kept in {partial_dir(out)}; continue with "
+                  f"`cspnas train {args.arch} --out {out} --resume`", file=sys.stderr)
+        raise
     m = result.metrics
     test = "no test split" if m["test_acc"] is None else f"test acc {100 * m['test_acc']:.2f}%"
     print(f"{test}, final val acc {100 * m['final_val_acc']:.2f}% after {m['epochs_done']} epoch(s); "

@@ -33,6 +33,7 @@ class PeakMemory:
     bytes: int
     method: str
     settings: LatencySettings
+    activation_bytes: int = 0  # the part above weights, buffers and input: what the forward allocates
 
     def to_dict(self) -> dict:
         return {"peak_memory_bytes": self.bytes, "peak_memory_method": self.method, **self.settings.to_dict()}
@@ -42,9 +43,12 @@ def measure_peak_memory(model: nn.Module, settings: LatencySettings = LatencySet
     """Peak bytes of one inference forward of a deployed copy of ``model``; see module docstring."""
     clone, x = deployed_copy(model, settings)
     with torch.inference_mode(), torch_threads(settings.threads):
+        static = sum(t.untyped_storage().nbytes() for t in (*clone.parameters(), *clone.buffers(), x))
         if x.device.type == "cuda":
-            return PeakMemory(_cuda_peak(clone, x), CUDA_METHOD, settings)
-        return PeakMemory(_cpu_peak(clone, x), CPU_METHOD, settings)
+            peak = _cuda_peak(clone, x)
+            return PeakMemory(peak, CUDA_METHOD, settings, max(0, peak - static))
+        peak = _cpu_peak(clone, x)
+        return PeakMemory(peak, CPU_METHOD, settings, peak - static)
 
 
 def _cuda_peak(model: nn.Module, x: torch.Tensor) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
@@ -13,6 +14,18 @@ if TYPE_CHECKING:
 
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names
 _DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
+# Sane bounds, checked before anything is allocated: beyond them a measurement says nothing
+# about a deployed model, and memory runs out long before the timing ends.
+MAX_BATCH_SIZE = 1024
+MAX_INPUT_SIZE = 4096
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,11 @@ class LatencySettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CspnasError(f"latency setting {name} must be an integer >= 1, got {value!r}")
+        for name, cap, what in (("batch_size", MAX_BATCH_SIZE, "at most"), ("input_size", MAX_INPUT_SIZE, "at most"),
+                                ("threads", cpu_cores(), "at most this machine's CPU core count,")):
+            if getattr(self, name) > cap:
+                raise CspnasError(f"latency setting {name} must be {what} {cap}, got {getattr(self, name)}; "
+                                  f"use a smaller value")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
             raise CspnasError(f"latency setting warmup must be an integer >= 0, got {self.warmup!r}")
         if not isinstance(self.min_run_time_s, (int, float)) or not self.min_run_time_s > 0:

@@ -8,9 +8,10 @@ import os
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from cspnas.data.images import RawData
+from cspnas.fsutil import write_atomic, writing
 from cspnas.data.sources import Source
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,12 @@ def load_cached(path: Path, expected: str) -> RawData | None:
 
 
 def save_cached(path: Path, fp: str, raw: RawData) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (write_atomic) so a crash never leaves a half-written cache; CspnasError
+    (full disk, read-only folder) if it cannot."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"train_x": raw.train_x, "train_y": raw.train_y}
     if raw.test_x is not None:
         tensors |= {"test_x": raw.test_x, "test_y": raw.test_y}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-              metadata={"fingerprint": fp, "classes": json.dumps(list(raw.classes))})
-    os.replace(tmp, path)
+    write_atomic(path, save({k: v.contiguous() for k, v in tensors.items()},
+                            metadata={"fingerprint": fp, "classes": json.dumps(list(raw.classes))}))

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from cspnas.errors import CspnasError
+from cspnas.fsutil import DISK_FULL, NOT_WRITABLE, write_error
 
 log = logging.getLogger(__name__)
 
@@ -26,5 +27,7 @@ def fetch(url: str, dest: Path, *, timeout: float = TIMEOUT_S) -> None:
                 shutil.copyfileobj(response, out, 1 << 20)
     except (OSError, ValueError) as exc:  # URLError and socket timeouts are OSErrors
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL | NOT_WRITABLE:  # our side, not the server's
+            raise write_error(exc, dest) from exc
         raise CspnasError(f"could not download {url} ({exc}); download it yourself and save it as {dest}") from exc
     os.replace(tmp, dest)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -21,16 +22,32 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 LAYOUT_HINT = "arrange images as <dir>/train/<class>/*.jpg|png (and optionally <dir>/test/<class>/)"
 
 
+def _entries(folder: Path, kind: str) -> list[os.DirEntry]:
+    """The entries of ``folder`` that are (or link to) a 'dir' or a 'file'. scandir, not
+    Path.iterdir: its entries know their type without a stat per file. A link that cannot be
+    followed (a symlink loop) is named, not skipped: it is a mistake in the tree."""
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                try:
+                    if e.is_dir() if kind == "dir" else e.is_file():
+                        found.append(e)
+                except OSError as exc:
+                    raise CspnasError(f"{e.path}: cannot follow it ({exc.strerror}: a symbolic link loop?); "
+                                      "remove or fix that link") from None
+    except OSError as exc:
+        raise CspnasError(f"cannot list {folder} ({exc.strerror}); make it readable or remove it") from None
+    return found
+
+
 def _scan(split_dir: Path) -> dict[str, list[Path]]:
     """Class name -> sorted image paths, for every class sub-folder of ``split_dir``."""
-    with os.scandir(split_dir) as entries:
-        classes = sorted(Path(e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
+    classes = sorted(Path(e.path) for e in _entries(split_dir, "dir") if not e.name.startswith("."))
     found = {}
     for class_dir in classes:
-        # scandir, not Path.iterdir: its entries know their type without a stat per file.
-        with os.scandir(class_dir) as entries:
-            names = sorted(e.name for e in entries
-                           if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+        names = sorted(e.name for e in _entries(class_dir, "file")
+                       if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
         images = [class_dir / name for name in names]
         if not images:
             raise CspnasError(f"{class_dir} has no images ({'/'.join(IMAGE_SUFFIXES)}); "
@@ -73,8 +90,14 @@ def folder_source(data_dir: str | Path | None) -> Source:
 def _read(path: Path) -> np.ndarray:
     """Decode one file to HxW (greyscale) or HxWx3 (colour) uint8."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L" if im.mode in GREY_MODES else "RGB"))
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse both before decoding
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return np.asarray(im.convert("L" if im.mode in GREY_MODES else "RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise CspnasError(f"image {path} declares more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression "
+                          "bomb, or far too large to train on); shrink or remove it") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise CspnasError(f"cannot decode image {path} ({exc}); remove or replace it") from exc
 

@@ -50,8 +50,8 @@ def _decode(source: Source, cache_dir: Path, image_size: int | None = None) -> R
     try:
         save_cached(path, fp, raw)
         log.info("cached decoded %s to %s", source.name, path)
-    except OSError as exc:  # a read-only or full cache dir should not stop training
-        log.warning("could not write cache %s (%s); pass a writable cache_dir to skip decoding next time", path, exc)
+    except CspnasError as exc:  # a read-only or full cache dir should not stop training
+        log.warning("not caching the decoded data (%s); pass a writable cache_dir to skip decoding next time", exc)
     return raw
 
 

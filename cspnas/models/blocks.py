@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cspnas.space.kinds import BLOCK_KINDS
+
 _ACTS = {
     "relu": lambda: nn.ReLU(inplace=True),
     "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),  # Darknet's slope
@@ -128,6 +130,8 @@ class DenseLayer(nn.Module):
         return torch.cat([x, self.conv2(self.attn(self.conv1(x)))], dim=1)
 
 
+# The module class of each block type; what each type is (letter, convs, width rule, knobs) is
+# cspnas.space.kinds.BLOCK_KINDS, which validation and the channel plan read.
 BLOCKS: dict[str, type[nn.Module]] = {
     "bottleneck": BottleneckBlock,
     "resnext": BottleneckBlock,  # same block; the stage's `groups` makes the 3x3 grouped
@@ -135,3 +139,6 @@ BLOCKS: dict[str, type[nn.Module]] = {
     "edge": EdgeBlock,
     "dense": DenseLayer,
 }
+if set(BLOCKS) != set(BLOCK_KINDS):  # a new block type needs both its row and its class
+    raise ImportError(f"cspnas.models.blocks.BLOCKS {sorted(BLOCKS)} and cspnas.space.kinds.BLOCK_KINDS "
+                      f"{sorted(BLOCK_KINDS)} must name the same block types")

@@ -6,11 +6,12 @@ from torch import nn
 
 from cspnas.models.blocks import BLOCKS, ConvNormAct
 from cspnas.space.arch import StageConfig, stage_channels
+from cspnas.space.kinds import BLOCK_KINDS, STAGE_KINDS
 
 
 def _blocks(cfg: StageConfig, ins, mids, outs) -> nn.Sequential:
     block = BLOCKS[cfg.block_type]
-    groups = cfg.groups if cfg.block_type in ("bottleneck", "resnext", "dark") else 1
+    groups = cfg.groups if BLOCK_KINDS[cfg.block_type].takes_groups else 1
     return nn.Sequential(*[
         block(i, o, m, groups=groups, act=cfg.act, se_ratio=cfg.se_ratio) for i, m, o in zip(ins, mids, outs)
     ])
@@ -40,12 +41,12 @@ class CrossStage(nn.Module):
         self.conv_exp = ConvNormAct(prev, plan.exp_chs, 1, act=None if cfg.cross_linear else cfg.act)
         self.blocks = _blocks(cfg, plan.block_chs_in, plan.block_mid, plan.block_out)
         last = plan.block_out[-1]
-        has_tb = cfg.stage_type in ("csp", "fusion_last")
-        self.conv_transition_b = ConvNormAct(last, plan.out_b_chs, 1, act=cfg.act) if has_tb else nn.Identity()
-        fused = (plan.out_b_chs if has_tb else last) + plan.skip_chs
-        self.conv_transition = (
-            ConvNormAct(fused, cfg.out_chs, 1, act=cfg.act) if cfg.stage_type != "fusion_last" else nn.Identity()
+        kind = STAGE_KINDS[cfg.stage_type]
+        self.conv_transition_b = (
+            ConvNormAct(last, plan.out_b_chs, 1, act=cfg.act) if kind.transition_b else nn.Identity()
         )
+        fused = (plan.out_b_chs if kind.transition_b else last) + plan.skip_chs
+        self.conv_transition = ConvNormAct(fused, cfg.out_chs, 1, act=cfg.act) if kind.transition else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_exp(self.conv_down(x))
@@ -74,4 +75,4 @@ class PlainStage(nn.Module):
 
 
 def build_stage(cfg: StageConfig, in_chs: int) -> nn.Module:
-    return PlainStage(cfg, in_chs) if cfg.stage_type == "plain" else CrossStage(cfg, in_chs)
+    return CrossStage(cfg, in_chs) if STAGE_KINDS[cfg.stage_type].split else PlainStage(cfg, in_chs)

@@ -3,22 +3,22 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
-import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from cspnas.errors import CspnasError
+from cspnas.fsutil import write_atomic
 from cspnas.results import figures
 from cspnas.results.importance import param_importances
-from cspnas.results.report import front_table, run_totals, totals_line
-from cspnas.results.rundir import Run, load_run
-from cspnas.units import format_count, format_duration_ms
+from cspnas.objectives import OBJECTIVES, specs
+from cspnas.results.report import front_table, run_totals, shown_objectives, totals_line
+from cspnas.run_format import Run, load_run
+from cspnas.search.runlock import search_is_running
 
 DASHBOARD_NAME = "dashboard.html"
-# While trials are running the page reloads itself, so it follows the search the writer refreshes.
+# While trials are running the page reloads itself, so it follows the search the writer refreshes;
+# once no search holds the run (finished, interrupted, killed) it stops.
 RELOAD_SECONDS = 30
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -39,18 +39,21 @@ def write_dashboard(run_path: str | Path, *, importance: bool = True) -> Path:
     run = load_run(run_path)
     page = render_dashboard(run, importance=importance)
     target = run.path / DASHBOARD_NAME
-    _atomic_write(target, page)
+    write_atomic(target, page)
     return target
 
 
 def render_dashboard(run: Run, *, importance: bool = True) -> str:
     pts = figures.split_points(run)
     sections: list[str] = [_header(run), _front_html(run)]
-    sections.append(_section("Accuracy vs latency", figures.tradeoff_figure(run, pts, "latency_ms"),
-                             _empty_note(pts)))
-    sections.append(_section("Accuracy vs MACs", figures.tradeoff_figure(run, pts, "macs"), _empty_note(pts)))
+    others = [s for s in specs(run.objectives) if s.name != "accuracy"]
+    for spec in others:
+        sections.append(_section(f"Accuracy vs {spec.title}", figures.tradeoff_figure(run, pts, spec.column),
+                                 _empty_note(pts)))
     sections.append(_section("The CSP question", figures.csp_figure(pts), "no complete trial yet"))
-    sections.append(_section("Accuracy, MACs and latency in 3-D", figures.scatter3d_figure(pts), _empty_note(pts)))
+    if len(others) == 2:
+        sections.append(_section(f"Accuracy, {others[0].title} and {others[1].title} in 3-D",
+                                 figures.scatter3d_figure(run, pts), _empty_note(pts)))
     sections.append(_section("Hypervolume", figures.hypervolume_figure(run), "no trial has completed yet"))
     sections.append(_section("Design knobs", figures.knobs_figure(run, pts),
                              "no sampled knobs (p. columns) or no complete trial yet"))
@@ -58,7 +61,7 @@ def render_dashboard(run: Run, *, importance: bool = True) -> str:
         imp = param_importances(run.path / "study.db", run.name)
         fig = figures.importance_figure(imp.values, imp.trials) if imp.values else None
         sections.append(_section("Knob importance", fig, imp.note))
-    running = (run.trials["state"] == "running").any()
+    running = (run.trials["state"] == "running").any() and search_is_running(run.path)
     reload = f'<meta http-equiv="refresh" content="{RELOAD_SECONDS}">' if running else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -72,13 +75,9 @@ def render_dashboard(run: Run, *, importance: bool = True) -> str:
 def _header(run: Run) -> str:
     c, s = run.config, run.setting
     lat = c.get("latency") or {}
-    limits = []
-    if s("target_latency_ms") is not None:
-        limits.append(f"target latency {format_duration_ms(float(s('target_latency_ms')))}")
-    for key, what in (("max_macs", "MACs"), ("max_params", "params")):
-        if s(key) is not None:
-            limits.append(f"max {format_count(float(s(key)))} {what}")
+    limits = [f"{name} <= {OBJECTIVES[name].format(limit)}" for name, limit in run.limits.items() if limit is not None]
     lines = [
+        "objectives: " + ", ".join(f"{n} ({OBJECTIVES[n].direction})" for n in run.objectives),
         f"data set {s('dataset', '?')}, {s('epochs', '?')} epochs per trial, budget {s('budget', '?')}, "
         f"sampler {s('sampler', '?')}, seed {s('seed', '?')}",
         "constraints: " + (", ".join(limits) or "none"),
@@ -97,15 +96,14 @@ def _front_html(run: Run) -> str:
     if front.empty:
         return "<section><h2>Pareto front</h2><p class=\"note\">no feasible complete trial yet</p></section>"
     rows = []
-    for r in front.itertuples(index=False):
-        cells = [str(r.trial), html.escape(str(r.arch_summary)),
-                 "-" if r.accuracy != r.accuracy else f"{100 * r.accuracy:.2f}%", format_count(r.macs),
-                 format_count(r.params), f"{format_duration_ms(r.latency_ms)} ± {format_duration_ms(r.latency_iqr_ms)}",
-                 "&#9670; knee" if r.knee else ""]
+    shown = shown_objectives(front)
+    for r in front.to_dict(orient="records"):
+        cells = [str(r["trial"]), html.escape(str(r["arch_summary"])), *(s.cell(r) for s in shown),
+                 "&#9670; knee" if r["knee"] else ""]
         numeric = ' class="num"'
         rows.append("<tr>" + "".join(
-            f"<td{'' if i in (1, 6) else numeric}>{c}</td>" for i, c in enumerate(cells)) + "</tr>")
-    headers = ("trial", "architecture", "accuracy", "MACs", "params", "latency ± IQR", "")
+            f"<td{'' if i in (1, len(cells) - 1) else numeric}>{c}</td>" for i, c in enumerate(cells)) + "</tr>")
+    headers = ("trial", "architecture", *(s.header for s in shown), "")
     head = "".join(f"<th>{h}</th>" for h in headers)
     return f"<section><h2>Pareto front</h2><table><tr>{head}</tr>{''.join(rows)}</table></section>"
 
@@ -119,21 +117,3 @@ def _section(title: str, fig: go.Figure | None, note: str) -> str:
 
 def _empty_note(pts: figures.Points) -> str:
     return "" if len(pts.complete) else "no complete trial yet"
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    """Write next to the target and rename over it: a reader never sees half a page."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as e:
-        raise CspnasError(f"cannot write {target} ({e.strerror}); check the run directory's permissions") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

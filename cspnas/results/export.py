@@ -1,15 +1,13 @@
 """Export one trial of a run (picked from the Pareto front) as arch.json, weights, TorchScript, ONNX and MODEL.md.
 
-Everything is written into a temporary sibling of --out and renamed into place only after
-the exported models were checked against PyTorch, so an error leaves nothing behind.
+Everything is written into a hidden sibling of --out and renamed into place only after the
+exported models were checked against PyTorch, so an error (a full disk too) leaves nothing behind.
 """
 from __future__ import annotations
 
+import io
 import math
-import os
 import re
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +17,17 @@ import pandas as pd
 import torch
 
 from cspnas.errors import CspnasError
-from cspnas.results.pareto import default_objectives, knee_index, normalize
-from cspnas.results.rundir import Run
+from cspnas.fsutil import staged_dir, write_atomic
+from cspnas.objectives import PICKS as OBJECTIVE_PICKS
+from cspnas.objectives import specs
+from cspnas.pareto import knee_index, normalize
+from cspnas.run_format import Run
 from cspnas.space.arch import ArchConfig
+from cspnas.space.footprint import ensure_fits, footprint
 from cspnas.units import format_duration_ms
 
 FORMATS = ("json", "onnx", "torchscript", "safetensors")
-PICKS = ("knee", "best", "fastest", "smallest")
+PICKS = ("knee", *OBJECTIVE_PICKS)  # the knee, or the best front trial in one objective
 ONNX_OPSET = 17
 # Max abs difference allowed between an exported model and PyTorch (float32), per unit of output
 # scale: 1e-4 for logits of magnitude <= 1, proportionally more for larger logits, since float32
@@ -35,6 +37,8 @@ CHECK_BATCH = 2  # not the export batch (1), so the dynamic batch axis is exerci
 
 FILE_NAMES = {"json": "arch.json", "safetensors": "weights.safetensors", "torchscript": "model.ts",
               "onnx": "model.onnx"}
+# --backbone: the feature extractor (every feature level, no head) instead of the classifier
+BACKBONE_FILE_NAMES = {**FILE_NAMES, "torchscript": "backbone.ts", "onnx": "backbone.onnx"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Check:
     format: str
     max_abs_diff: float
     output_scale: float = 1.0  # max |PyTorch output| on the check inputs
+    file: str = ""
 
     @property
     def tolerance(self) -> float:
@@ -80,7 +85,7 @@ def parse_formats(text: str | None) -> tuple[str, ...]:
 
 
 def pick_trial(run: Run, pick: str, max_latency_ms: float | None = None) -> pd.Series:
-    """The trials.csv row chosen by `pick` (knee|best|fastest|smallest|trial:N) within the latency limit."""
+    """The trials.csv row chosen by `pick` (a PICKS word or trial:N) within the latency limit."""
     pick = pick.strip().lower()
     match = re.fullmatch(r"trial:(\d+)", pick)
     if match:
@@ -107,32 +112,20 @@ def pick_trial(run: Run, pick: str, max_latency_ms: float | None = None) -> pd.S
 
 
 def _choose(run: Run, front: pd.DataFrame, pick: str) -> pd.Series:
-    # ties: the better other objectives, then the lower trial number (stable)
-    if pick == "best":
-        order = front.sort_values(["accuracy", "latency_ms", "trial"], ascending=[False, True, True])
-    elif pick == "fastest":
-        order = front.sort_values(["latency_ms", "accuracy", "trial"], ascending=[True, False, True])
-    elif pick == "smallest":
-        order = front.sort_values(["macs", "accuracy", "trial"], ascending=[True, False, True])
-    else:
-        knees = front[front["knee"]]
-        if len(knees):
-            return knees.iloc[0]
-        # the front's knee was filtered out: the knee of what is left, by the same rule and refs
-        objectives = default_objectives(
-            macs_ref=_ref(run, "macs_ref", "max_macs", front["macs"]),
-            latency_ref_ms=_ref(run, "latency_ref_ms", "target_latency_ms", front["latency_ms"]))
-        pts = normalize(front[["accuracy", "macs", "latency_ms"]].to_numpy(dtype=float), objectives)
-        return front.iloc[knee_index(pts)]
-    return order.iloc[0]
-
-
-def _ref(run: Run, key: str, fallback: str, values: pd.Series) -> float:
-    for k in (key, fallback):
-        v = run.setting(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
-            return float(v)
-    return float(values.max()) * 2.0  # no configured ref: any ref above every point keeps the ranking sane
+    objectives = specs(run.objectives)
+    if pick in OBJECTIVE_PICKS:
+        # ties: the run's other objectives in order, then the lower trial number (stable)
+        order = [OBJECTIVE_PICKS[pick]] + [s for s in objectives if s is not OBJECTIVE_PICKS[pick]]
+        ranked = front.sort_values([s.column for s in order] + ["trial"],
+                                   ascending=[s.ascending for s in order] + [True], kind="stable")
+        return ranked.iloc[0]
+    knees = front[front["knee"]]
+    if len(knees):
+        return knees.iloc[0]
+    # the front's knee was filtered out: the knee of what is left, by the same rule and refs
+    bound = run.bound_objectives()
+    pts = normalize(front[[o.column for o in bound]].to_numpy(dtype=float), bound)
+    return front.iloc[knee_index(pts)]
 
 
 def _complete_trial(run: Run, number: int) -> pd.Series:
@@ -150,8 +143,10 @@ def _complete_trial(run: Run, number: int) -> pd.Series:
 
 
 def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tuple[str, ...] = FORMATS,
-                 max_latency_ms: float | None = None) -> Exported:
-    """Pick a trial and export it into the new or empty directory `out` (never overwrites)."""
+                 max_latency_ms: float | None = None, backbone: bool = False) -> Exported:
+    """Pick a trial and export it into the new or empty directory `out` (never overwrites). With
+    `backbone`, TorchScript and ONNX hold its feature extractor (`CspNet.features()`: every feature
+    level, one output each) instead of the classifier."""
     out = Path(out).expanduser()
     _check_out(out)
     row = pick_trial(run, pick, max_latency_ms)
@@ -161,23 +156,18 @@ def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tupl
     if weights is None and set(formats) != {"json"}:
         raise CspnasError(f"trial {trial} kept no weights (a search keeps them only for Pareto-front members); "
                           f"export its architecture with --format json and train it with `cspnas train`")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    except OSError as e:
-        raise CspnasError(f"cannot create --out {out} ({e.strerror}); choose a writable directory") from None
-    try:
-        files, checks = _write_all(run, row, arch, weights, formats, tmp)
+    if set(formats) != {"json"}:  # the model is built and run on the CPU, at the check batch
+        size = input_shape(run, arch)[-1]
+        ensure_fits(footprint(arch, size).inference_bytes(CHECK_BATCH), "cpu",
+                    f"exporting trial {trial} at {size}x{size}", "export it with --format json on this machine")
+    with staged_dir(out) as tmp:  # `out` appears only once every file is written and checked
+        files, checks = _write_all(run, row, arch, weights, formats, tmp, backbone)
         from cspnas.results.model_card import model_card
 
-        (tmp / "MODEL.md").write_text(model_card(run, row, arch, pick, files, checks, weights is not None))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; an export is meant to be shared
-        if out.exists():
-            out.rmdir()  # _check_out made sure it is empty
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        card = model_card(run, row, arch, pick, files, checks, weights is not None)
+        if backbone:
+            card += _backbone_card(arch, input_shape(run, arch))
+        write_atomic(tmp / "MODEL.md", card)
     return Exported(trial=trial, pick=pick, out=out, files=tuple(files) + ("MODEL.md",), checks=tuple(checks),
                     weights_kept=weights is not None)
 
@@ -205,33 +195,38 @@ def input_shape(run: Run, arch: ArchConfig, batch: int = 1) -> tuple[int, int, i
 
 
 def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None, formats: tuple[str, ...],
-               tmp: Path) -> tuple[list[str], list[Check]]:
+               tmp: Path, backbone: bool = False) -> tuple[list[str], list[Check]]:
     from cspnas.models import build_model
 
+    names = BACKBONE_FILE_NAMES if backbone else FILE_NAMES
     files, checks = [], []
-    (tmp / FILE_NAMES["json"]).write_text(arch.to_json() + "\n")
-    files.append(FILE_NAMES["json"])
+    write_atomic(tmp / names["json"], arch.to_json() + "\n")
+    files.append(names["json"])
     if set(formats) == {"json"}:
         return files, checks
     model = build_model(arch).eval()
     _load_weights(model, weights, int(row["trial"]))
+    if backbone:
+        model = model.features().eval()
+    outputs = [f"features_{i}" for i in model.out_indices] if backbone else ["logits"]
     example = torch.zeros(input_shape(run, arch))
     torch.manual_seed(0)
     check_input = torch.randn(input_shape(run, arch, CHECK_BATCH))
     with torch.no_grad():
-        expected = model(check_input).numpy()
+        expected = _numpy(model(check_input))
     if "safetensors" in formats:
-        shutil.copyfile(weights, tmp / FILE_NAMES["safetensors"])
-        files.append(FILE_NAMES["safetensors"])
+        write_atomic(tmp / names["safetensors"], weights.read_bytes())
+        files.append(names["safetensors"])
     if "torchscript" in formats:
-        path = tmp / FILE_NAMES["torchscript"]
+        path = tmp / names["torchscript"]
         _write_torchscript(model, example, path)
-        checks.append(Check("torchscript", _diff(_run_torchscript(path, check_input), expected), _scale(expected)))
+        checks.append(Check("torchscript", _diff(_run_torchscript(path, check_input), expected), _scale(expected),
+                            path.name))
         files.append(path.name)
     if "onnx" in formats:
-        path = tmp / FILE_NAMES["onnx"]
-        _write_onnx(model, example, path)
-        checks.append(Check("onnx", _diff(_run_onnx(path, check_input), expected), _scale(expected)))
+        path = tmp / names["onnx"]
+        _write_onnx(model, example, path, outputs)
+        checks.append(Check("onnx", _diff(_run_onnx(path, check_input), expected), _scale(expected), path.name))
         files.append(path.name)
     bad = [c for c in checks if not c.ok]
     if bad:
@@ -259,40 +254,67 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
     # trace, not script: CspNet has no data-dependent control flow, and tracing handles every block type
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torch.jit deprecation notices
-        traced = torch.jit.trace(model, example)
-        traced.save(str(path))
+        traced = torch.jit.trace(model, example, strict=False)  # strict=False: a backbone returns a list
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    write_atomic(path, buffer.getvalue())
 
 
-def _run_torchscript(path: Path, x: torch.Tensor) -> np.ndarray:
+def _run_torchscript(path: Path, x: torch.Tensor) -> list[np.ndarray]:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        return torch.jit.load(str(path)).eval()(x).numpy()
+        return _numpy(torch.jit.load(str(path)).eval()(x))
 
 
-def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> None:
     # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles these convnets fully
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), opset_version=ONNX_OPSET, dynamo=False,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(model, (example,), buffer, opset_version=ONNX_OPSET, dynamo=False,
+                          input_names=["input"], output_names=outputs,
+                          dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]})
+    write_atomic(path, buffer.getvalue())
     import onnx
 
     onnx.checker.check_model(str(path))
 
 
-def _run_onnx(path: Path, x: torch.Tensor) -> np.ndarray:
+def _run_onnx(path: Path, x: torch.Tensor) -> list[np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"input": x.numpy()})[0]
+    return session.run(None, {"input": x.numpy()})
 
 
-def _scale(expected: np.ndarray) -> float:
-    return float(np.max(np.abs(expected))) if expected.size else 1.0
+def _numpy(out: torch.Tensor | list[torch.Tensor] | tuple) -> list[np.ndarray]:
+    """A model's output (logits, or a backbone's feature maps) as a list of arrays."""
+    return [t.numpy() for t in out] if isinstance(out, (list, tuple)) else [out.numpy()]
 
 
-def _diff(got: np.ndarray, expected: np.ndarray) -> float:
-    if got.shape != expected.shape:
+def _scale(expected: list[np.ndarray]) -> float:
+    return max((float(np.max(np.abs(e))) for e in expected if e.size), default=1.0)
+
+
+def _diff(got: list[np.ndarray], expected: list[np.ndarray]) -> float:
+    """Max abs difference over every output; inf when the outputs' number or shapes differ."""
+    if len(got) != len(expected) or any(np.shape(g) != e.shape for g, e in zip(got, expected)):
         return float("inf")
-    return float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64))))
+    return max(float(np.max(np.abs(np.asarray(g, np.float64) - e.astype(np.float64)))) for g, e in zip(got, expected))
+
+
+def _backbone_card(arch: ArchConfig, shape: tuple[int, ...]) -> str:
+    levels = arch.feature_levels()
+    rows = [f"| `features_{i}` | {m['num_chs']} | {m['reduction']} | `{m['module']}` |" for i, m in enumerate(levels)]
+    x = f"torch.zeros(1, {', '.join(map(str, shape[1:]))})"
+    return "\n".join([
+        "## Backbone", "",
+        "`backbone.ts` and `backbone.onnx` hold the network without its head: one output per feature level "
+        "(the last map at each reduction, as timm's `features_only`), checked against PyTorch like the "
+        "classifier. Map size = input size / reduction.", "",
+        "| output | channels | reduction | module |", "|---|---|---|---|", *rows, "",
+        "```python", "import torch", "from safetensors.torch import load_file", "import cspnas", "",
+        "net = cspnas.build_model(\"arch.json\")",
+        "net.load_state_dict(load_file(\"weights.safetensors\"))",
+        "backbone = net.features(out_indices=None).eval()  # or e.g. (2, 3, 4); feature_info: channels, reduction",
+        f"features = backbone({x})", "```", ""])

@@ -11,8 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cspnas.results.rundir import Run
-from cspnas.units import format_count, format_duration_ms
+from cspnas.objectives import BY_COLUMN, OBJECTIVES, specs
+from cspnas.run_format import Run
+from cspnas.units import format_count
 
 STAGE_COLORS = {"csp": "#1f77b4", "fusion_first": "#ff7f0e", "fusion_last": "#2ca02c", "plain": "#7f7f7f",
                 "mixed": "#9467bd"}
@@ -31,7 +32,7 @@ class Points:
 
 def split_points(run: Run) -> Points:
     t = run.trials.copy()
-    t["hover"] = [_hover(r) for r in t.itertuples(index=False)]
+    t["hover"] = [_hover(r) for r in t.to_dict(orient="records")]
     done = (t["state"] == "complete") & t["accuracy"].notna()
     infeasible = (t["state"] == "infeasible") | ((t["state"] == "complete") & ~t["feasible"])
     complete = t[done & ~infeasible]
@@ -41,13 +42,13 @@ def split_points(run: Run) -> Points:
     return Points(complete=complete, front=front, infeasible=t[infeasible])
 
 
-def _hover(r) -> str:
-    acc = "not trained" if pd.isna(r.accuracy) else f"accuracy {100 * r.accuracy:.2f}%"
-    lines = [f"<b>trial {r.trial}</b> ({r.state})", html.escape(str(r.arch_summary)), acc,
-             f"MACs {format_count(r.macs)}, params {format_count(r.params)}",
-             f"latency {format_duration_ms(r.latency_ms)} ± {format_duration_ms(r.latency_iqr_ms)}"]
-    if isinstance(r.violations, str) and r.violations.strip():
-        lines.append(f"violates: {html.escape(r.violations)}")
+def _hover(r: dict) -> str:
+    acc = "not trained" if pd.isna(r["accuracy"]) else f"accuracy {OBJECTIVES['accuracy'].cell(r)}"
+    measured = [f"{s.title} {s.cell(r)}" for s in OBJECTIVES.values()
+                if s.name != "accuracy" and pd.notna(r.get(s.column))]
+    lines = [f"<b>trial {r['trial']}</b> ({r['state']})", html.escape(str(r["arch_summary"])), acc, *measured]
+    if isinstance(r["violations"], str) and r["violations"].strip():
+        lines.append(f"violates: {html.escape(r['violations'])}")
     return "<br>".join(lines)
 
 
@@ -57,13 +58,14 @@ def _scatter(df: pd.DataFrame, x: str, y: pd.Series | str, name: str, **marker) 
 
 
 def tradeoff_figure(run: Run, pts: Points, x: str) -> go.Figure:
-    """Accuracy against latency_ms or macs: all trials, the front, the knee, infeasible ones at their cost."""
-    label = {"latency_ms": "latency (ms)", "macs": "MACs"}[x]
+    """Accuracy against another objective's column `x`: all trials, the front, the knee, infeasible
+    ones at their cost, the objective's limit."""
+    spec = BY_COLUMN[x]
     fig = go.Figure()
     fig.add_trace(_scatter(pts.complete, x, "accuracy", "complete trials", color=TRIAL_COLOR, size=8))
     front = pts.front.sort_values(x)
-    fig.add_trace(_scatter(front, x, "accuracy", "Pareto front (3 objectives)", color=FRONT_COLOR, size=11,
-                           line=dict(color="white", width=1)))
+    fig.add_trace(_scatter(front, x, "accuracy", f"Pareto front ({len(run.objectives)} objectives)",
+                           color=FRONT_COLOR, size=11, line=dict(color="white", width=1)))
     knee = front[front["knee"]]
     fig.add_trace(_scatter(knee, x, "accuracy", "knee", color=KNEE_COLOR, size=18, symbol="star",
                            line=dict(color="black", width=1)))
@@ -72,28 +74,35 @@ def tradeoff_figure(run: Run, pts: Points, x: str) -> go.Figure:
         y = pts.infeasible["accuracy"].fillna(0.0)
         fig.add_trace(_scatter(pts.infeasible, x, y, "infeasible (untrained at 0)", color=INFEASIBLE_COLOR,
                                size=9, symbol="x"))
-    limit = run.setting("target_latency_ms") if x == "latency_ms" else run.setting("max_macs")
-    if _is_number(limit):
-        text = f"target {format_duration_ms(limit)}" if x == "latency_ms" else f"max {format_count(limit)} MACs"
+    limit = run.limits.get(spec.name)
+    if limit is not None:
         # shapes take data values on a log axis but annotations take log10 values, hence two calls
         fig.add_vline(x=limit, line_dash="dash", line_color=FRONT_COLOR)
-        fig.add_annotation(x=math.log10(limit) if x == "macs" else limit, xref="x", y=1.0, yref="y domain",
-                           text=text, showarrow=False, xanchor="right", yanchor="top", font_color=FRONT_COLOR)
-    fig.update_layout(title=f"accuracy vs {label}", xaxis_title=label, yaxis_title="validation accuracy", **LAYOUT)
-    fig.update_xaxes(type="log" if x == "macs" else "linear")
+        fig.add_annotation(x=math.log10(limit) if spec.log else limit, xref="x", y=1.0, yref="y domain",
+                           text=f"limit {spec.format(limit)}", showarrow=False, xanchor="right", yanchor="top",
+                           font_color=FRONT_COLOR)
+    fig.update_layout(title=f"accuracy vs {spec.label}", xaxis_title=spec.label, yaxis_title="validation accuracy",
+                      **LAYOUT)
+    fig.update_xaxes(type="log" if spec.log else "linear")
     fig.update_yaxes(tickformat=".0%")
     return fig
 
 
-def scatter3d_figure(pts: Points) -> go.Figure:
+def scatter3d_figure(run: Run, pts: Points) -> go.Figure | None:
+    """Accuracy and the run's two other objectives in 3-D; None unless the run has three objectives."""
+    others = [s for s in specs(run.objectives) if s.name != "accuracy"]
+    if len(others) != 2:
+        return None
+    xs, ys = others
     fig = go.Figure()
     for df, name, color, size in ((pts.complete, "complete trials", TRIAL_COLOR, 4),
                                   (pts.front, "Pareto front", FRONT_COLOR, 6)):
-        fig.add_trace(go.Scatter3d(x=df["macs"], y=df["latency_ms"], z=df["accuracy"], mode="markers", name=name,
+        fig.add_trace(go.Scatter3d(x=df[xs.column], y=df[ys.column], z=df["accuracy"], mode="markers", name=name,
                                    text=df["hover"], hovertemplate="%{text}<extra></extra>",
                                    marker=dict(color=color, size=size)))
-    fig.update_layout(title="accuracy, MACs and latency (drag to rotate)", scene=dict(
-        xaxis=dict(title="MACs", type="log"), yaxis_title="latency (ms)",
+    fig.update_layout(title=f"accuracy, {xs.title} and {ys.title} (drag to rotate)", scene=dict(
+        xaxis=dict(title=xs.label, type="log" if xs.log else "linear"),
+        yaxis=dict(title=ys.label, type="log" if ys.log else "linear"),
         zaxis=dict(title="accuracy", tickformat=".0%"), aspectmode="cube", camera=dict(eye=dict(x=1.5, y=1.5, z=0.8))),
         **{**LAYOUT, "height": 640, "margin": dict(l=0, r=0, t=60, b=0)})
     return fig
@@ -117,9 +126,8 @@ def knobs_figure(run: Run, pts: Points) -> go.Figure | None:
     if not knobs or len(df) < 1:
         return None
     dims = [_dimension(c[2:], df[c]) for c in knobs]
-    dims += [dict(label="MACs", values=df["macs"], tickformat=".3s"),
-             dict(label="latency ms", values=df["latency_ms"], tickformat=".3g"),
-             dict(label="accuracy", values=df["accuracy"], tickformat=".0%")]
+    ordered = sorted(specs(run.objectives), key=lambda s: s.name == "accuracy")  # accuracy last, by the colour bar
+    dims += [dict(label=s.label, values=df[s.column], tickformat=s.tickformat) for s in ordered]
     # slanted labels: a real space has 20+ knobs, whose names would overlap when level
     fig = go.Figure(go.Parcoords(dimensions=dims, labelangle=-30 if len(dims) > 8 else 0, labelside="top",
                                  line=dict(color=df["accuracy"], colorscale="Viridis", showscale=True,
@@ -231,6 +239,3 @@ def _bin_label(macs: pd.Series) -> str:
     lo, hi = macs.min(), macs.max()
     return format_count(lo) if lo == hi else f"{format_count(lo)}–{format_count(hi)}"
 
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0

@@ -34,14 +34,19 @@ def param_importances(study_db: Path, study_name: str | None = None, seed: int =
             return Importance({}, note=f"{study_db.name} holds no study")
         name = study_name if study_name in names else names[0]
         study = optuna.load_study(study_name=name, storage=storage)
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        # trained trials only: infeasible candidates are COMPLETE in Optuna too (so that samplers
+        # see their constraints) but their accuracy 0 is no measurement
+        complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                    if t.user_attrs.get("status", "complete") == "complete"]
+        trained = optuna.create_study(directions=study.directions)
+        trained.add_trials(complete)
         if len(complete) < MIN_TRIALS:
             return Importance({}, note=f"needs at least {MIN_TRIALS} completed trials, the study has {len(complete)}",
                               trials=len(complete))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExperimentalWarning etc.: not for the dashboard reader
             values = optuna.importance.get_param_importances(
-                study, target=lambda t: t.values[0],
+                trained, target=lambda t: t.values[0],
                 evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed),
             )
     except Exception as e:  # noqa: BLE001 - any failure here must only cost the plot, not the dashboard

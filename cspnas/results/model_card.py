@@ -1,15 +1,46 @@
 """MODEL.md of an exported trial: its metrics, how and where they were measured, and how to load it."""
 from __future__ import annotations
 
+import json
+import re
+import shlex
+
 import pandas as pd
 
-from cspnas.results.rundir import Run, parse_json_list
+from cspnas.objectives import PICKS
+from cspnas.run_format import Run, parse_json_list
 from cspnas.space.arch import ArchConfig
 from cspnas.units import format_count, format_duration_ms
 
 PICK_WORDS = {"knee": "the knee of the Pareto front (closest to the ideal point)",
-              "best": "the most accurate Pareto-front trial", "fastest": "the fastest Pareto-front trial",
-              "smallest": "the Pareto-front trial with the fewest MACs"}
+              **{word: f"the Pareto-front trial with the best {s.label}" for word, s in PICKS.items()}}
+
+
+# CommonMark lets a backslash escape any ASCII punctuation; these are the ones that start markup
+# (emphasis, links, HTML, entities, code, table cells).
+_MARKUP = re.compile(r"([\\`*_\[\]<>&|~#!])")
+
+
+def _one_line(value) -> str:
+    """str(value) with control characters (newlines, tabs...) shown as escapes: a user string
+    cannot end a heading, a table row or a code span."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(value))
+
+
+def _text(value) -> str:
+    """A user string as literal Markdown text (no markup, no HTML), safe in a table cell."""
+    return _MARKUP.sub(r"\\\1", _one_line(value))
+
+
+def _code(value, *, in_table: bool = False) -> str:
+    """A user string as one code span: fenced by more backticks than it contains; in a table a
+    pipe is escaped (GFM splits cells on it even inside code)."""
+    text = _one_line(value)
+    if in_table:
+        text = text.replace("|", "\\|")
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: list[str], checks: list,
@@ -25,10 +56,10 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
     chosen = PICK_WORDS.get(pick, f"trial {trial}, chosen by number")
     curve = parse_json_list(row.get("val_acc_per_epoch"))
     lines = [
-        f"# cspnas model: trial {trial} of run `{run.name}`",
+        f"# cspnas model: trial {trial} of run {_code(run.name)}",
         "",
         f"Architecture `{arch.summary()}` (arch hash `{arch.arch_hash()}`), {arch.num_classes} classes, "
-        f"input {shape} float32 NCHW. Picked as {chosen}."
+        f"input {_text(shape)} float32 NCHW. Picked as {chosen}."
         + (f" The search resized every image to {size}x{size} at load (`--image-size`; area averaging when "
            "shrinking): resize inputs the same way." if run.setting("image_size") else ""),
         "",
@@ -36,15 +67,18 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         "",
         "| metric | value | how it was measured |",
         "|---|---|---|",
-        f"| validation accuracy | {100 * float(row['accuracy']):.2f}% | top-1 on the `{dataset}` validation split "
+        f"| validation accuracy | {100 * float(row['accuracy']):.2f}% | top-1 on the "
+        f"{_code(dataset, in_table=True)} validation split "
         f"after {epochs} epoch(s) of search training (a search budget, not training to convergence) |",
         f"| MACs | {int(row['macs']):,} ({format_count(row['macs'])}) | fvcore, batch 1, input "
-        f"1x{arch.in_chs}x{size}x{size}; 1 multiply-add = 1 MAC, batch-norm counted, activations not |",
+        f"1x{arch.in_chs}x{_text(size)}x{_text(size)}; 1 multiply-add = 1 MAC, batch-norm counted, activations not |",
         f"| parameters | {int(row['params']):,} ({format_count(row['params'])}) | every parameter, buffers excluded |",
         f"| latency | {format_duration_ms(row['latency_ms'])} ± {format_duration_ms(row['latency_iqr_ms'])} (IQR) | "
-        f"median forward pass in PyTorch eager mode on {lat.get('device', '?')}, batch {lat.get('batch_size', '?')}, "
-        f"{lat.get('threads', '?')} thread(s), {lat.get('dtype', '?')}, input {lat.get('in_chs', arch.in_chs)}x"
-        f"{lat.get('input_size', size)}x{lat.get('input_size', size)}, on the machine that ran the search |",
+        f"median forward pass in PyTorch eager mode on {_text(lat.get('device', '?'))}, "
+        f"batch {_text(lat.get('batch_size', '?'))}, {_text(lat.get('threads', '?'))} thread(s), "
+        f"{_text(lat.get('dtype', '?'))}, input {_text(lat.get('in_chs', arch.in_chs))}x"
+        f"{_text(lat.get('input_size', size))}x{_text(lat.get('input_size', size))}, "
+        "on the machine that ran the search |",
         "",
     ]
     if curve:
@@ -53,22 +87,26 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
     what = {"arch.json": "the architecture (`cspnas.build_model` / `cspnas train` read it)",
             "weights.safetensors": "the trained state_dict (safetensors)",
             "model.ts": "TorchScript (traced), runs without cspnas",
-            "model.onnx": "ONNX (opset 17, dynamic batch axis; input `input`, output `logits`)"}
+            "model.onnx": "ONNX (opset 17, dynamic batch axis; input `input`, output `logits`)",
+            "backbone.ts": "TorchScript (traced) of the backbone: a list of feature maps (see Backbone)",
+            "backbone.onnx": "ONNX of the backbone (opset 17, dynamic batch; outputs `features_N`, see Backbone)"}
     lines += [f"- `{f}`: {what[f]}" for f in files]
     if not weights_kept:
         lines += ["", "**No trained weights**: the search did not keep weights for this trial (it keeps them only "
                   "for Pareto-front members). Train the architecture with "
-                  f"`cspnas train arch.json --dataset {dataset} --epochs N --out DIR`."]
+                  + _code(f"cspnas train arch.json --dataset {shlex.quote(_one_line(dataset))} --epochs N --out DIR")
+                  + "."]
     if checks:
         lines += ["", "Checked after export on random input of batch 2 against PyTorch (max abs difference of the "
                   "logits): " + ", ".join(f"{ch.format} {ch.max_abs_diff:.1e}" for ch in checks) + "."]
     lines += ["", "## Inputs", "",
-              f"Images as float32 {shape}, scaled to [0, 1] and normalized per channel with the mean and std of the "
-              f"`{dataset}` training split, as in the search"
-              + (f" (mean {data['mean']}, std {data['std']})" if data.get("mean") and data.get("std") else "")
+              f"Images as float32 {_text(shape)}, scaled to [0, 1] and normalized per channel with the mean and std "
+              f"of the {_code(dataset)} training split, as in the search"
+              + (f" (mean {_text(data['mean'])}, std {_text(data['std'])})" if data.get("mean") and data.get("std")
+                 else "")
               + ":", "",
               "```python", "import torch", "from cspnas.data import load_dataset", "",
-              f"data = load_dataset(\"{dataset}\")",
+              f"data = load_dataset({json.dumps(str(dataset))})",
               "mean = torch.tensor(data.mean).view(1, -1, 1, 1)", "std = torch.tensor(data.std).view(1, -1, 1, 1)",
               "x = (images_uint8.float() / 255 - mean) / std", "```",
               "", "## Load in Python", ""]

@@ -10,15 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cspnas.errors import CspnasError
-from cspnas.results.rundir import Run
+from cspnas.objectives import COLUMNS, OBJECTIVES, Spec
+from cspnas.run_format import Run
 from cspnas.tables import print_table
-from cspnas.units import format_count, format_duration_ms
 
-# sort key -> (front column, ascending)
-SORTS = {"accuracy": ("accuracy", False), "macs": ("macs", True), "latency": ("latency_ms", True),
-         "params": ("params", True)}
-FRONT_REPORT_COLUMNS = ("trial", "arch_summary", "accuracy", "macs", "params", "latency_ms", "latency_iqr_ms",
-                        "knee", "weights")
+FRONT_REPORT_COLUMNS = ("trial", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights")
 
 
 @dataclass(frozen=True)
@@ -63,11 +59,17 @@ def _wall_seconds(trials: pd.DataFrame) -> float | None:
 
 def front_table(run: Run, sort: str = "accuracy") -> pd.DataFrame:
     """The front's report columns, sorted best-first by `sort` (ties: trial number)."""
-    if sort not in SORTS:
-        raise CspnasError(f"unknown sort key {sort!r}; use one of {', '.join(SORTS)}")
-    column, ascending = SORTS[sort]
+    if sort not in OBJECTIVES:
+        raise CspnasError(f"unknown sort key {sort!r}; use one of {', '.join(OBJECTIVES)}")
+    spec = OBJECTIVES[sort]
     df = run.front.reindex(columns=list(FRONT_REPORT_COLUMNS))
-    return df.sort_values([column, "trial"], ascending=[ascending, True], kind="stable").reset_index(drop=True)
+    ordered = df.sort_values([spec.column, "trial"], ascending=[spec.ascending, True], kind="stable")
+    return ordered.reset_index(drop=True)
+
+
+def shown_objectives(front: pd.DataFrame) -> list[Spec]:
+    """The objectives a front table shows: every one measured (older runs lack some)."""
+    return [s for s in OBJECTIVES.values() if s.column in front and front[s.column].notna().any()]
 
 
 def report_dict(run: Run, sort: str = "accuracy") -> dict:
@@ -75,7 +77,7 @@ def report_dict(run: Run, sort: str = "accuracy") -> dict:
     front = front_table(run, sort)
     records = [{k: _json_value(v) for k, v in row.items()} for row in front.to_dict(orient="records")]
     return {"run": run.name, "path": str(run.path), "dataset": run.setting("dataset"),
-            "totals": run_totals(run).to_dict(), "sort": sort, "front": records}
+            "objectives": list(run.objectives), "totals": run_totals(run).to_dict(), "sort": sort, "front": records}
 
 
 def front_csv(run: Run, sort: str = "accuracy") -> str:
@@ -90,14 +92,14 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
     front = front_table(run, sort)
     title = f"Pareto front of {run.name}" + (f" ({run.setting('dataset')})" if run.setting("dataset") else "")
     table = Table(title=title, caption=f"sorted by {sort}; ◆ = knee (closest to the ideal point)")
-    for col, justify in (("trial", "right"), ("architecture", "left"), ("accuracy", "right"), ("MACs", "right"),
-                         ("params", "right"), ("latency ± IQR", "right"), ("knee", "center")):
+    shown = shown_objectives(front)
+    columns = [("trial", "right"), ("architecture", "left"), *((s.header, "right") for s in shown), ("knee", "center")]
+    for col, justify in columns:
         # numbers must never be cut; on a narrow terminal the summary wraps between stages instead
         table.add_column(col, justify=justify, no_wrap=col != "architecture")
-    for row in front.itertuples(index=False):
-        latency = f"{format_duration_ms(row.latency_ms)} ± {format_duration_ms(row.latency_iqr_ms)}"
-        table.add_row(str(row.trial), str(row.arch_summary), _pct(row.accuracy), format_count(row.macs),
-                      format_count(row.params), latency, "◆" if row.knee else "")
+    for row in front.to_dict(orient="records"):
+        table.add_row(str(row["trial"]), str(row["arch_summary"]), *(s.cell(row) for s in shown),
+                      "◆" if row["knee"] else "")
     if len(front):
         print_table(table, console)
     else:
@@ -119,10 +121,6 @@ def format_seconds(seconds: float | None) -> str:
     minutes, s = divmod(int(round(seconds)), 60)
     hours, m = divmod(minutes, 60)
     return f"{hours}h{m:02d}m{s:02d}s" if hours else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
-def _pct(value: float) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
 
 
 def _json_value(value):

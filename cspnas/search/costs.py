@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 import torch
 
-from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency
+from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import build_model
 from cspnas.search.gate import MeasureGate
 from cspnas.space import ArchConfig
@@ -17,11 +17,11 @@ from cspnas.space import ArchConfig
 
 @dataclass
 class CostMeter:
-    """Params, MACs (fvcore) and latency of an architecture, cached by arch hash.
+    """Params, MACs (fvcore), latency and peak activation memory of an architecture, cached by arch hash.
 
     Latency is measured inside the MeasureGate, i.e. with every training trial paused
-    (gate None: nothing is training, e.g. before the search starts). All three numbers are
-    recorded for every candidate, feasible or not.
+    (gate None: nothing is training, e.g. before the search starts). Every number is
+    recorded for every candidate, feasible or not; the keys are the objectives' columns.
     """
 
     latency: LatencySettings
@@ -51,10 +51,11 @@ class CostMeter:
         settings = replace(self.latency, in_chs=arch.in_chs, input_size=self.input_size)
         with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
             lat = measure_latency(model, settings)
+        memory = measure_peak_memory(model, replace(settings, batch_size=1)).activation_bytes
         return {"params": params, "macs": macs, "latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
                 "latency_runs": lat.runs, "latency_noisy": lat.noisy, "latency_backend": lat.backend,
-                "cost_seconds": time.perf_counter() - start}
+                "memory_bytes": memory, "cost_seconds": time.perf_counter() - start}
 
 
 _KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "latency_backend",
-         "cost_seconds")
+         "memory_bytes", "cost_seconds")

@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+class SearchStopping(Exception):
+    """Raised at a trainer's next step once the search was asked to stop (Ctrl-C, SIGTERM, full disk)."""
+
+
 class TrainerPass:
     """A trainer's hold on the gate: `checkpoint()` between steps, `released()` around blocking calls."""
 
-    def __init__(self, work: int, turn: int, before_pause: Callable[[], None] | None):
-        self._work, self._turn, self._before_pause = work, turn, before_pause
+    def __init__(self, work: int, turn: int, before_pause: Callable[[], None] | None, stop: Path):
+        self._work, self._turn, self._before_pause, self._stop = work, turn, before_pause, stop
 
     def enter(self) -> None:
         fcntl.flock(self._turn, fcntl.LOCK_SH)  # waits while a measurement is pending
@@ -28,6 +32,8 @@ class TrainerPass:
         fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     def checkpoint(self) -> None:
+        if self._stop.exists():  # without this, Tune's stop waits for the epoch to end (or 10 s, then kills)
+            raise SearchStopping("the search is stopping")
         try:
             fcntl.flock(self._turn, fcntl.LOCK_SH | fcntl.LOCK_NB)
             fcntl.flock(self._turn, fcntl.LOCK_UN)
@@ -54,6 +60,9 @@ class TrainerPass:
             self.enter()
 
 
+STOP_FILE = "stop"
+
+
 class MeasureGate:
     def __init__(self, lock_dir: str | Path):
         self.lock_dir = Path(lock_dir)
@@ -73,7 +82,7 @@ class MeasureGate:
         so queued GPU work does not overlap the measurement).
         """
         work, turn = self._open("work.lock"), self._open("turnstile.lock")
-        trainer = TrainerPass(work, turn, before_pause)
+        trainer = TrainerPass(work, turn, before_pause, self.lock_dir / STOP_FILE)
         trainer.enter()
         try:
             yield trainer
@@ -81,6 +90,18 @@ class MeasureGate:
             fcntl.flock(work, fcntl.LOCK_UN)
             os.close(work)
             os.close(turn)
+
+    # -- the driver: stopping the search ------------------------------------------------------
+    def stop_training(self) -> None:
+        """Make every trainer of this run stop at its next step."""
+        try:
+            os.close(self._open(STOP_FILE))
+        except OSError:  # a full disk: Tune still stops the trials, only later
+            pass
+
+    def allow_training(self) -> None:
+        """A new search of the run: a stop left by the previous one no longer applies."""
+        (self.lock_dir / STOP_FILE).unlink(missing_ok=True)
 
     # -- measurer side --------------------------------------------------------------------
     @contextlib.contextmanager

@@ -11,44 +11,8 @@ from cspnas.search.settings import SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace
 
-PREFLIGHT_SAMPLES = 200  # random architectures looked at (plus one cheap corner per stage/block type)
+PREFLIGHT_SAMPLES = 200  # random architectures looked at (plus the space's cheapest corners)
 PREFLIGHT_LATENCY_CANDIDATES = 3  # latency is measured only for this many of the cheapest by MACs
-
-
-class _CornerTrial:
-    """Stands in for an optuna.Trial and answers every knob with its cheapest value (fewest
-    channels, shallowest, largest stride, no SE, ...), with the given stage and block type where
-    the space offers them. Random samples rarely hit these corners; a tight limit often needs one."""
-
-    def __init__(self, stage_type: str, block_type: str):
-        self.stage_type, self.block_type = stage_type, block_type
-
-    def suggest_int(self, name: str, low: int, high: int) -> int:
-        return high if name.endswith("stride") else low
-
-    def suggest_categorical(self, name: str, choices):
-        key = name.rsplit(".", 1)[-1]
-        if key in ("stage_type", "block_type"):
-            want = self.stage_type if key == "stage_type" else self.block_type
-            return want if want in choices else choices[0]
-        if all(isinstance(c, bool) for c in choices):
-            return False  # down_growth / cross_linear: False is the narrower one
-        numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
-        if len(numbers) == len(choices):
-            return max(numbers) if key in ("stride", "groups") else min(numbers)
-        return choices[0]
-
-
-def _corner_archs(space: SearchSpace, in_chs: int, num_classes: int) -> list[ArchConfig]:
-    kinds: dict[str, list[str]] = {"stage_type": [], "block_type": []}
-    for spec in space.stages:
-        for key, names in kinds.items():
-            value = spec.get(key, "csp" if key == "stage_type" else "dark")
-            for v in value if isinstance(value, tuple) else (value,):
-                if v not in names:
-                    names.append(v)
-    return [space.sample(_CornerTrial(st, bt), in_chs=in_chs, num_classes=num_classes)
-            for st in kinds["stage_type"] for bt in kinds["block_type"]]
 
 
 def _conv_linear_macs(model, in_chs: int, input_size: int) -> int:
@@ -77,9 +41,33 @@ def _conv_linear_macs(model, in_chs: int, input_size: int) -> int:
     return total
 
 
+def check_largest_fits(space: SearchSpace, settings: SearchSettings, meter: CostMeter, in_chs: int,
+                       num_classes: int) -> None:
+    """Refuse a space whose largest candidate (its most expensive corner, by the config-level estimate)
+    cannot train `--concurrency` at a time on this machine's training device, or be timed on the latency
+    device. On a cluster (--address) trials train elsewhere, so only the latency side is checked."""
+    from cspnas.space.footprint import ensure_fits, footprint
+    from cspnas.train import resolve_device
+
+    size = meter.input_size
+    corners = space.corners(in_chs, num_classes, cheapest=False)
+    sizes = [footprint(a, size) for a in corners]
+    fix = "use a smaller space (widths, depths) or input size"
+    if not settings.address:
+        need = max(f.training_bytes(settings.train.batch_size) for f in sizes) * settings.concurrency
+        ensure_fits(need, str(resolve_device(settings.device)),
+                    f"the largest candidate of space '{space.name}', {settings.concurrency} training at once in "
+                    f"batches of {settings.train.batch_size} at {size}x{size},", f"{fix}, --batch-size or --concurrency")
+    lat = meter.latency
+    ensure_fits(max(f.inference_bytes(lat.batch_size) for f in sizes), lat.device,
+                f"timing the largest candidate of space '{space.name}' at batch {lat.batch_size}",
+                f"{fix}, or --latency-batch-size")
+
+
 def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, meter: CostMeter, in_chs: int,
                                  num_classes: int) -> None:
-    """Raise CspnasError, before the run directory exists, when the hard limits rule out the space.
+    """Raise CspnasError, before the run directory exists, when the hard limits rule out the space
+    or its largest candidate cannot fit in memory (check_largest_fits).
 
     Looks at one cheapest corner per stage/block type and PREFLIGHT_SAMPLES random architectures
     (Optuna's RandomSampler on an in-memory study, seeded by --seed): params, and MACs as a
@@ -94,6 +82,7 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
     from cspnas.models import build_model
     from cspnas.units import format_count, format_duration_ms
 
+    check_largest_fits(space, settings, meter, in_chs, num_classes)
     c = settings.constraints
     if c.max_params is None and c.max_macs is None and c.max_latency_ms is None:
         return
@@ -112,7 +101,7 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    candidates = _corner_archs(space, in_chs, num_classes)
+    candidates = space.corners(in_chs, num_classes)
     seen: dict[str, tuple[int, int, ArchConfig]] = {}  # hash -> (params, MACs or their lower bound, arch)
     within: list[tuple[int, ArchConfig]] = []  # (MACs, arch) meeting the params and MACs limits
     samples = 0

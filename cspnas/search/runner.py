@@ -6,7 +6,7 @@ references), study.db (Optuna, the single source of truth), trials.csv / pareto.
 """
 from __future__ import annotations
 
-import logging
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -15,24 +15,24 @@ from typing import Any
 
 import optuna
 
+from cspnas import run_format
 from cspnas.cost import LatencySettings
 from cspnas.data import load_dataset
 from cspnas.errors import CspnasError
+from cspnas.objectives import references
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.gate import MeasureGate
+from cspnas.search.interrupt import StopRequest, resume_hint
+from cspnas.search.leftovers import end_leftovers, local_ray_processes
+from cspnas.search.loop import SearchLoop
 from cspnas.search.preflight import check_constraints_reachable
-from cspnas.search.progress import Progress, Status
 from cspnas.search.ray_session import start_ray
-from cspnas.search.records import write_tables
+from cspnas.search.resume import check_resume, record_resume, sampler_seed
+from cspnas.search.runlock import RunLock
 from cspnas.search.settings import SearchSettings
-from cspnas.search.store import (STUDY_NAME, create_run_dir, new_config, open_storage, prepare_run, read_config,
-                                 write_yaml_atomic)
-from cspnas.space import ArchConfig, StageConfig, StemConfig
-from cspnas.space.searchspace import IntRange, SearchSpace, load_space, parse_space
-
-log = logging.getLogger(__name__)
-
+from cspnas.space import ArchConfig
+from cspnas.space.searchspace import SearchSpace, load_space, parse_space
 
 @dataclass(frozen=True)
 class SearchOutcome:
@@ -45,39 +45,30 @@ class SearchOutcome:
 
 # -- sampler, data, references ---------------------------------------------------------------------
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, trials: int = 0) -> optuna.samplers.BaseSampler:
+    """`trials`: how many the study already has; a resume's draws follow from it (resume.sampler_seed)."""
+    seed = seed if name == "qmc" else sampler_seed(seed, trials)  # QMC continues its sequence from the study
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                           n_startup_trials=10)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
+        return optuna.samplers.QMCSampler(seed=seed, independent_sampler=optuna.samplers.RandomSampler(
+            seed=sampler_seed(seed, trials)))
     return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _largest_arch(space: SearchSpace, in_chs: int, num_classes: int) -> ArchConfig:
-    """A big member of the space (max widths and depths, csp stages), to scale the objectives."""
-    def top(v):
-        return v.max if isinstance(v, IntRange) else max(v) if isinstance(v, tuple) else v
-
-    stages = tuple(StageConfig(depth=top(s["depth"]), out_chs=top(s["out_chs"]), stride=top(s.get("stride", 2)),
-                               stage_type="csp", block_type="dark", split_ratio=0.75, bottle_ratio=1.0)
-                   for s in space.stages)
-    stem = StemConfig(out_chs=(top(space.stem.get("out_chs", 32)),), stride=top(space.stem.get("stride", 1)))
-    return ArchConfig(stem=stem, stages=stages, in_chs=in_chs, num_classes=num_classes)
+    return space.largest(in_chs, num_classes)
 
 
 def _references(settings: SearchSettings, meter: CostMeter, space: SearchSpace, in_chs: int,
-                num_classes: int) -> tuple[float, float]:
-    """Fixed hypervolume references: the constraint when set, else 2x the cost of a large candidate."""
-    c = settings.constraints
-    if c.max_macs is not None and c.max_latency_ms is not None:
-        return float(c.max_macs), float(c.max_latency_ms)
-    big = meter.measure(_largest_arch(space, in_chs, num_classes))
-    macs_ref = float(c.max_macs) if c.max_macs is not None else 2.0 * big["macs"]
-    lat_ref = float(c.max_latency_ms) if c.max_latency_ms is not None else 2.0 * big["latency_ms"]
-    return macs_ref, lat_ref
+                num_classes: int) -> dict[str, float]:
+    """Fixed hypervolume references (cspnas.objectives.references); a large candidate is measured
+    only for an objective without a limit."""
+    return references(settings.objectives, settings.constraints.limits(),
+                      lambda: meter.measure(_largest_arch(space, in_chs, num_classes)))
 
 
 def cluster_train_device(name: str, cluster_gpus: float) -> str:
@@ -113,27 +104,26 @@ def _resolve_train_device(settings: SearchSettings) -> str:
 # -- the search -------------------------------------------------------------------------------------
 
 def run_search(settings: SearchSettings | None = None, *, resume: str | Path | None = None,
-               budget: int | None = None, live: bool | None = None, preflight: bool = True,
-               dashboard: bool = True, estimate: bool = False) -> SearchOutcome:
-    """Search (or resume RUN) to the budget. `preflight=False` skips the check that the hard limits
+               budget: int | None = None, given: dict[str, Any] | None = None, live: bool | None = None,
+               preflight: bool = True, dashboard: bool = True, estimate: bool = False) -> SearchOutcome:
+    """Search (or resume RUN) to the budget. `given`: on resume, the settings the user gave again
+    (flattened keys, see resume.resume_settings); `budget` is short for given={"budget": N}.
+    `preflight=False` skips the check that the hard limits
     can be met at all (see preflight.check_constraints_reachable), e.g. to benchmark an all-infeasible search.
     `dashboard=False` (the CLI's --no-dashboard) never writes RUN/dashboard.html, not even while searching.
     `estimate=True` (the CLI's) prints what the search will roughly cost before it starts."""
     t0 = time.monotonic()
+    changed, used, trials_before = {}, 0, 0
     if resume is not None:
         run_dir = Path(resume)
-        config = read_config(run_dir)
+        given = {**(given or {}), **({"budget": budget} if budget is not None else {})}
+        config, changed, used, trials_before = check_resume(run_dir, given)  # refused: nothing was written
         settings = SearchSettings.from_dict(config["settings"])
-        if budget is not None:
-            settings = replace(settings, budget=budget)
-            config["settings"]["budget"] = budget
         space = parse_space(config["space_yaml"], origin=f"{run_dir}/config.yaml:space_yaml")
-        if not (run_dir / "study.db").is_file():
-            raise CspnasError(f"{run_dir}: study.db is missing, nothing to resume; start a new run with another --name")
     else:
         assert settings is not None
         space = load_space(settings.space)
-        run_dir = prepare_run(settings)
+        run_dir = run_format.new_run_dir(settings.results_dir, settings.name)
         config = None
     if settings.address:
         start_ray(settings)  # join before any file exists: a wrong address or token leaves no run behind
@@ -142,7 +132,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                         split_seed=settings.seed, train_subset=settings.train_subset, image_size=settings.image_size)
     train_device = _resolve_train_device(settings)
     input_size = settings.latency_input_size or data.input_size
-    latency = LatencySettings(device=settings.latency_device, batch_size=settings.latency_batch_size,
+    latency = LatencySettings(backend=settings.latency_backend, device=settings.latency_device, batch_size=settings.latency_batch_size,
                               in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
                               dtype=settings.latency_dtype, min_run_time_s=settings.latency_min_run_time_s)
     try:
@@ -154,27 +144,48 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     if config is None:
         if preflight:  # refuse hopeless limits before any file or Ray exists
             check_constraints_reachable(space, settings, replace(meter, gate=None), data.in_chs, data.num_classes)
-        config = new_config(settings, space, data, train_device, latency,
-                             _references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
-        create_run_dir(run_dir, config)
-    else:
-        write_yaml_atomic(run_dir / "config.yaml", config)  # records a raised --budget
-    crash_point("after_config")
-    # -- before the search: what it will roughly cost (cspnas/search/estimate.py) --
-    if estimate:
-        _print_estimate(space, data, settings, train_device)
-    storage = open_storage(run_dir / "study.db")
-    # imported here, not at the top: it pulls in Ray Tune (~1 s), which bad input never needs
-    from cspnas.search.searcher import count_final, interrupted_to_failed
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, load_if_exists=True,
-                                directions=["maximize", "minimize", "minimize"])
-    closed = interrupted_to_failed(study)
-    meter.remember(study)
-    started_done = count_final(study)
-    return _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed,
-                 started_done, live, dashboard, t0)
+        config = run_format.new_config(
+            settings=settings.to_dict(), space_yaml=space.source, space_name=space.name, data=data.summary(),
+            num_classes=data.num_classes, in_chs=data.in_chs, input_size=data.input_size, train_device=train_device,
+            latency=latency.to_dict(),
+            references=_references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
+        run_format.create_run_dir(run_dir, config)
+    # one search per run (a second one is refused here, naming this one); Ctrl-C/SIGTERM stop it cleanly
+    with RunLock(run_dir) as lock, StopRequest() as stop:
+        # -- resume (issue 17): a dead previous holder's Ray processes, the history of resumes
+        ended = end_leftovers(lock.previous) if lock.previous is not None else 0
+        if resume is not None:
+            record_resume(config, changed, used)
+            run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
+        crash_point("after_config")
+        if estimate:  # what the search will roughly cost (cspnas/search/estimate.py), before any training
+            _print_estimate(space, data, settings, train_device)
+        study = run_format.open_study(run_format.open_storage(run_dir / run_format.STUDY), settings.objectives,
+                                      make_sampler(settings.sampler, settings.seed, trials_before))
+        loop = SearchLoop(settings=settings, space=space, config=config, run_dir=run_dir, study=study, meter=meter,
+                          in_chs=data.in_chs, num_classes=data.num_classes,
+                          trial_spec=_trial_spec(settings, run_dir, train_device), live=live, dashboard=dashboard,
+                          t0=t0)
+        if ended:
+            loop.progress.log(f"ended {ended} Ray process(es) left by the killed search {lock.previous.describe()}")
+        loop.prepare()
+        resources = _trial_resources(settings, train_device)  # starts Ray
+        stop.install()  # take the signals back from Ray
+        if not settings.address:  # a local session is ours to clean up if this driver dies
+            loop.on_trial_start = lambda: lock.record_ray(local_ray_processes())
+            loop.on_trial_start()
+        loop.stop = stop
+        try:
+            loop.run(resources, _scheduler(settings))
+        except KeyboardInterrupt:  # a second Ctrl-C
+            raise resume_hint(run_dir, signal.SIGINT) from None
+        if stop.requested:
+            raise resume_hint(run_dir, stop.signum)
+        if loop.disk_full is not None:
+            raise CspnasError(f"disk full while searching ({loop.disk_full}); free space, then continue with "
+                              f"`cspnas search --resume {run_dir}` (the trial it hit is re-queued)")
+    return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.front, hypervolume=loop.hypervolume,
+                         wall_seconds=time.monotonic() - t0)
 
 
 def _print_estimate(space, data, settings: SearchSettings, train_device: str) -> None:
@@ -192,113 +203,35 @@ def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str,
     return asdict(replace(settings.train, device=train_device))
 
 
-def _tune(settings, space, config, run_dir, storage, data, train_device, meter, closed, started_done, live,
-          dashboard, t0):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
-
-    from cspnas.search.searcher import CspOptunaSearch, SearchContext, count_final
-    from cspnas.search.trainable import train_candidate
-
-    on_gpu = train_device.startswith("cuda")
-    threads = max(1, int(settings.cpus_per_trial))
-    train_cfg = trial_train_config(settings, train_device)
+def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> dict[str, Any]:
+    """The part of every trial's Ray config that does not depend on the candidate."""
     # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
     data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
     data_spec = {"name": settings.dataset, "data_dir": data_dir, "val_fraction": settings.val_fraction,
                  "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False,
                  "image_size": settings.image_size}
+    return {"run_dir": str(run_dir.resolve()), "data": data_spec, "train": trial_train_config(settings, train_device),
+            "evaluator": settings.evaluator,
+            "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial))}
 
-    def trial_config(number: int, arch_json: str) -> dict[str, Any]:
-        return {"trial": number, "arch": arch_json, "run_dir": str(run_dir.resolve()), "data": data_spec,
-                "train": train_cfg, "evaluator": settings.evaluator,
-                "keep_weights": settings.keep_weights != "none", "threads": threads}
 
-    progress = Progress(live=live, started_done=started_done)
-    state = {"front": None, "hv": 0.0, "trials": None, "last_write": 0.0, "last_tables": 0.0}
-
-    def on_change(started: bool = False) -> None:
-        if started and state["trials"] is not None and time.monotonic() - state["last_tables"] < 2.0:
-            # a trial merely started: the status line moves now, the tables at the next tell
-            progress.update(_status(state["trials"], state["front"], state["hv"], settings.budget,
-                                    len(ctx.running), time.monotonic() - t0))
-            return
-        state["last_tables"] = time.monotonic()
-        trials, front, hv = write_tables(searcher.study, run_dir, config)
-        if _prune_weights(run_dir, trials, front, settings.keep_weights):
-            trials, front, hv = write_tables(searcher.study, run_dir, config)
-        state.update(front=front, hv=hv, trials=trials)
-        if dashboard:
-            _refresh_dashboard(run_dir, trials, state)
-        progress.update(_status(trials, front, hv, settings.budget, len(ctx.running), time.monotonic() - t0))
-
-    ctx = SearchContext(settings=settings, space=space, in_chs=data.in_chs, num_classes=data.num_classes,
-                        meter=meter, trial_config=trial_config, on_change=on_change)
-    searcher = CspOptunaSearch(ctx, sampler=make_sampler(settings.sampler, settings.seed), storage=storage,
-                               study_name=STUDY_NAME)
-    scheduler = None
-    if settings.scheduler == "asha":
-        scheduler = ASHAScheduler(metric="val_acc", mode="max", time_attr="epoch", max_t=settings.train.epochs,
-                                  grace_period=1, reduction_factor=2)
+def _trial_resources(settings: SearchSettings, train_device: str) -> dict[str, float]:
     start_ray(settings)
     resources = {"cpu": settings.cpus_per_trial}
-    if on_gpu:
+    if train_device.startswith("cuda"):
         import ray
 
         resources["gpu"] = settings.gpus_per_trial or default_gpus_per_trial(
             float(ray.cluster_resources().get("GPU", 0)), settings.concurrency)
-    with progress:
-        if closed:
-            progress.log(f"resume: trial(s) {closed} were interrupted; their architectures are re-queued")
-        on_change()
-        if count_final(searcher.study) < settings.budget:
-            tuner = tune.Tuner(
-                tune.with_resources(train_candidate, resources),
-                tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, settings.concurrency),
-                                            scheduler=scheduler, num_samples=-1, reuse_actors=True),
-                run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / ".ray").resolve()), verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=1)),
-            )
-            tuner.fit()
-        crash_point("finishing")
-        on_change()
-    trials, front, hv = state["trials"], state["front"], state["hv"]
-    return SearchOutcome(run_dir=run_dir, trials=trials, front=front, hypervolume=hv,
-                         wall_seconds=time.monotonic() - t0)
+    return resources
 
 
-def _refresh_dashboard(run_dir: Path, trials, state: dict, every_s: float = 15.0) -> None:
-    """Keep RUN/dashboard.html current while searching (cheap version: no importance fit)."""
-    if not len(trials) or time.monotonic() - state["last_write"] < every_s:
-        return
-    state["last_write"] = time.monotonic()
-    from cspnas.results.dashboard import write_dashboard
+def _scheduler(settings: SearchSettings):
+    if settings.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
 
-    try:
-        write_dashboard(run_dir, importance=False)
-    except Exception as e:  # a plotting problem must never stop a search
-        log.warning("dashboard refresh failed: %s", e)
+    from cspnas.search.searcher import METRIC, MODE
 
-
-def _status(trials, front, hv, budget, running, elapsed) -> Status:
-    states = trials["state"].value_counts().to_dict() if len(trials) else {}
-    complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
-    done = sum(states.get(k, 0) for k in ("complete", "infeasible", "pruned", "failed"))
-    return Status(done=done, budget=budget, running=running, infeasible=states.get("infeasible", 0),
-                  failed=states.get("failed", 0), pruned=states.get("pruned", 0),
-                  best_accuracy=float(max(complete)) if len(complete) else None, front_size=len(front),
-                  hypervolume=hv, elapsed_s=elapsed)
-
-
-def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:
-    """Keep weights of front members only (unless --keep-weights all), so disks don't fill up."""
-    if keep == "all" or trials is None or not len(trials):
-        return False
-    keep_paths = set(front["weights"].dropna()) if keep == "front" and len(front) else set()
-    finished = trials[trials["state"].isin(["complete", "pruned", "failed"])]
-    pruned = False
-    for rel in set(finished["weights"].dropna()) - keep_paths - {""}:
-        (run_dir / rel).unlink(missing_ok=True)
-        pruned = True
-    return pruned
+    return ASHAScheduler(metric=METRIC, mode=MODE, time_attr="epoch", max_t=settings.train.epochs,
+                         grace_period=1, reduction_factor=2)

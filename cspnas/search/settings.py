@@ -7,6 +7,7 @@ from typing import Any
 from cspnas.cost.backends import check_latency_backend
 from cspnas.cost.settings import LatencySettings
 from cspnas.errors import CspnasError
+from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
 from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
 from cspnas.train.config import TrainConfig
 
@@ -18,27 +19,21 @@ TRAIN_PRECISIONS = {"fp32": {"bf16": False, "channels_last": False}, "bf16": {"b
 
 @dataclass(frozen=True)
 class Constraints:
-    """Hard limits; a candidate that breaks one is recorded as infeasible and never trained."""
+    """Hard limits; a candidate that breaks one is recorded as infeasible and never trained.
+    Each field is named by an objective's `limit` in cspnas.objectives, which says how to check it."""
 
     max_latency_ms: float | None = None
     max_macs: int | None = None
     max_params: int | None = None
+    max_memory: int | None = None  # bytes of peak activation memory at batch 1
 
-    def check(self, *, params: int, macs: int, latency_ms: float | None) -> tuple[dict[str, float], list[str]]:
+    def limits(self) -> dict[str, float | None]:
+        """Limits by objective name."""
+        return {s.name: getattr(self, s.limit) for s in OBJECTIVES.values() if s.limit}
+
+    def check(self, cost: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
         """Optuna constraint values (<= 0 is feasible, relative excess otherwise) and readable violations."""
-        values: dict[str, float] = {}
-        violations: list[str] = []
-        for key, limit, value, fmt in (
-            ("latency", self.max_latency_ms, latency_ms, lambda v: f"{v:.3g}ms"),
-            ("macs", self.max_macs, macs, lambda v: f"{v / 1e6:.4g}M"),
-            ("params", self.max_params, params, lambda v: f"{v / 1e6:.4g}M"),
-        ):
-            if limit is None or value is None:
-                continue
-            values[key] = value / limit - 1.0  # relative, so different units weigh alike
-            if value > limit:
-                violations.append(f"{key} {fmt(value)} > {fmt(limit)}")
-        return values, violations
+        return check_limits(self.limits(), cost)
 
 
 def _setting(default: Any = MISSING, help: str = "", **kw: Any) -> Any:
@@ -82,6 +77,8 @@ class SearchSettings:
     gpus_per_trial: float | None = _setting(None, "GPU share per trial (default min(1, GPUs / concurrency) "
                                                   "when training on CUDA)")
     constraints: Constraints = field(default_factory=Constraints)
+    objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
+                                           + "; accuracy is always one")
     latency_backend: str = _setting(LatencySettings.backend, "how latency is measured (see cspnas.cost.backends)")
     latency_device: str = _setting(LatencySettings.device, "device latency is measured on")
     latency_batch_size: int = _setting(LatencySettings.batch_size, "batch size of the latency measurement")
@@ -118,11 +115,13 @@ class SearchSettings:
         for ok, message in checks:
             if not ok:
                 raise CspnasError(message)
+        object.__setattr__(self, "objectives", parse_objectives(self.objectives))  # also a YAML list
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["constraints"] = asdict(self.constraints)
         d["train"] = {k: v for k, v in asdict(self.train).items() if k not in _FROM_SEARCH}
+        d["objectives"] = list(self.objectives)
         return d
 
     @classmethod

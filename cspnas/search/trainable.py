@@ -8,7 +8,6 @@ Ray's retry logic.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cspnas.search.faults import trial_fault
 from cspnas.search.gate import MeasureGate
 from cspnas.space import ArchConfig
 from cspnas.train import TrainConfig, TrainingDiverged
+from cspnas.train.checkpoint import save_weights
 
 # One decoded data set per worker process: with actor reuse, later trials skip loading.
 _DATA: dict[str, ImageData] = {}
@@ -44,16 +44,6 @@ def _node_id() -> str:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # not inside Ray (e.g. called directly in a test)
         return ""
-
-
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
 
 
 def train_candidate(config: dict[str, Any]) -> None:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from cspnas.errors import ArchError
+from cspnas.space.kinds import BLOCK_KINDS, SPLIT_KNOBS, STAGE_KINDS
 
 SCHEMA_VERSION = 1
 
-STAGE_TYPES = ("csp", "fusion_first", "fusion_last", "plain")
-BLOCK_TYPES = ("bottleneck", "resnext", "dark", "edge", "dense")
+STAGE_TYPES = tuple(STAGE_KINDS)
+BLOCK_TYPES = tuple(BLOCK_KINDS)
 ACTIVATIONS = ("relu", "leaky_relu", "silu", "mish", "hardswish", "relu6", "gelu")
 
 # Splitting rule (documented in README): when the total has >= 16 channels, the part that
@@ -26,6 +27,24 @@ ACTIVATIONS = ("relu", "leaky_relu", "silu", "mish", "hardswish", "relu6", "gelu
 # so the skip part keeps >= 1 channel); below 16 it is the nearest whole channel in
 # [1, total - 1]. Both parts are always whole and non-empty.
 SPLIT_DIVISOR = 8
+
+
+class Code:
+    """What an ArchError is about (its `code`), so callers can react without reading messages."""
+
+    MALFORMED = "malformed"  # not JSON, not an object, too deeply nested
+    SCHEMA_VERSION = "schema_version"
+    UNKNOWN_FIELD = "unknown_field"
+    MISSING_FIELD = "missing_field"
+    TYPE = "type"  # wrong JSON type
+    RANGE = "range"  # a number outside its bounds
+    CHOICE = "choice"  # not one of the allowed names or values
+    STEM = "stem"  # stem fields that do not fit together (pool, stride, convs)
+    UNSPLITTABLE = "unsplittable"  # the expanded width is below 2 channels
+    NO_ROOM = "no_room"  # fusion_last: the skip part leaves no channels for the block part
+    GROUPS_TOO_FEW = "groups_too_few"  # the block type needs more groups (resnext: >= 2)
+    GROUPS_INDIVISIBLE = "groups_indivisible"  # groups do not divide a width they split
+    GROUPS_UNSUPPORTED = "groups_unsupported"  # the block type has no grouped conv
 
 
 @dataclass(frozen=True)
@@ -42,6 +61,13 @@ class StemConfig:
     stride: int = 1
     pool: bool = False
     act: str = "leaky_relu"
+
+    def conv_strides(self) -> tuple[int, ...]:
+        """Each conv's stride (timm's rule): the first strides when stride > 1, the last one too for
+        stride 4 without pool."""
+        last = len(self.out_chs) - 1
+        return tuple(2 if (i == 0 and self.stride > 1) or (i == last and self.stride > 2 and not self.pool) else 1
+                     for i in range(len(self.out_chs)))
 
 
 @dataclass(frozen=True)
@@ -99,21 +125,14 @@ class ArchConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ArchConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"architecture JSON is malformed: {e.msg} at line {e.lineno} column {e.colno}") from None
-        return arch_from_dict(data)
+        return arch_from_dict(parse_json(text, "architecture JSON"))
 
     # -- identity -------------------------------------------------------------------------
     def canonical(self) -> "ArchConfig":
         """The same network with fields that have no effect reset to defaults (for hashing)."""
-        stages = []
-        for s in self.stages:
-            if s.stage_type == "plain":
-                s = replace(s, split_ratio=0.5, expand_ratio=1.0, down_growth=False, cross_linear=False)
-            stages.append(s)
-        return replace(self, stages=tuple(stages))
+        unsplit = {k: _STAGE_DEFAULTS[k] for k in SPLIT_KNOBS}
+        stages = tuple(s if STAGE_KINDS[s.stage_type].split else replace(s, **unsplit) for s in self.stages)
+        return replace(self, stages=stages)
 
     def arch_hash(self) -> str:
         """Content hash: equal for equal networks whatever the key order or float spelling."""
@@ -131,16 +150,32 @@ class ArchConfig:
         validate(arch)
         return arch
 
+    def feature_levels(self) -> list[dict[str, Any]]:
+        """The feature maps a backbone offers, as timm's `feature_info`: the last map at each reduction
+        (input size / map size), from the stem's convs and pool and every stage; `module` names it."""
+        maps, reduction = [], 1
+        for i, (chs, stride) in enumerate(zip(self.stem.out_chs, self.stem.conv_strides())):
+            reduction *= stride
+            maps.append({"num_chs": chs, "reduction": reduction, "module": f"stem.conv{i + 1}"})
+        if self.stem.pool:
+            reduction *= 2
+            maps.append({"num_chs": self.stem.out_chs[-1], "reduction": reduction, "module": "stem.pool"})
+        for i, s in enumerate(self.stages):
+            reduction *= s.stride
+            maps.append({"num_chs": s.out_chs, "reduction": reduction, "module": f"stages.{i}"})
+        return [m for m, after in zip(maps, maps[1:] + [None]) if after is None or after["reduction"] != m["reduction"]]
+
     def summary(self) -> str:
         """Compact one-line description, e.g. 'csp/dark d1-2-8 w64-128-256 s.50'."""
-        types = {"csp": "C", "fusion_first": "F", "fusion_last": "L", "plain": "P"}
-        blocks = {"bottleneck": "b", "resnext": "x", "dark": "d", "edge": "e", "dense": "n"}
         parts = [
-            f"{types[s.stage_type]}{blocks[s.block_type]}{s.depth}x{s.out_chs}"
-            + ("" if s.stage_type == "plain" else f"@{s.split_ratio:.2f}")
+            f"{STAGE_KINDS[s.stage_type].letter}{BLOCK_KINDS[s.block_type].letter}{s.depth}x{s.out_chs}"
+            + (f"@{s.split_ratio:.2f}" if STAGE_KINDS[s.stage_type].split else "")
             for s in self.stages
         ]
         return " ".join(parts)
+
+
+_STAGE_DEFAULTS = {f.name: f.default for f in fields(StageConfig)}
 
 
 def _dataclass_dict(obj: Any) -> dict[str, Any]:
@@ -163,18 +198,31 @@ def _canonical_value(value: Any) -> Any:
 
 # -- parsing and validation --------------------------------------------------------------------
 
+def parse_json(text: str, origin: str) -> Any:
+    """json.loads with one-line errors; `origin` names the source (a path) in them."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ArchError(f"{origin}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}",
+                        code=Code.MALFORMED) from None
+    except RecursionError:  # the decoder recurses per level: a hostile file must not become a traceback
+        raise ArchError(f"{origin}: JSON nested too deeply to read; an architecture nests 4 levels "
+                        "(object, stages list, stage object, stem list)", code=Code.MALFORMED) from None
+
+
 def arch_from_dict(data: Any) -> ArchConfig:
     """Parse the JSON form, naming the offending field on any error."""
     if not isinstance(data, Mapping):
-        raise ArchError(f"architecture: must be a JSON object, got {type(data).__name__}")
+        raise ArchError(f"architecture: must be a JSON object, got {type(data).__name__}", code=Code.MALFORMED)
     data = dict(data)
     version = data.pop("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise ArchError(f"schema_version: this cspnas reads version {SCHEMA_VERSION}, got {version!r}")
+        raise ArchError(f"schema_version: this cspnas reads version {SCHEMA_VERSION}, got {version!r}",
+                        code=Code.SCHEMA_VERSION, field="schema_version")
     _check_keys("", data, {"in_chs", "num_classes", "head_dropout", "stem", "stages"}, required={"stem", "stages"})
     stem_data = data["stem"]
     if not isinstance(stem_data, Mapping):
-        raise ArchError("stem: must be an object")
+        raise ArchError("stem: must be an object", code=Code.TYPE, field="stem")
     stem_data = dict(stem_data)
     _check_keys("stem.", stem_data, {f.name for f in fields(StemConfig)})
     if "out_chs" in stem_data:
@@ -182,12 +230,12 @@ def arch_from_dict(data: Any) -> ArchConfig:
         stem_data["out_chs"] = tuple(oc) if isinstance(oc, (list, tuple)) else (oc,)
     stages_data = data["stages"]
     if not isinstance(stages_data, list) or not stages_data:
-        raise ArchError("stages: must be a non-empty list of stage objects")
+        raise ArchError("stages: must be a non-empty list of stage objects", code=Code.TYPE, field="stages")
     stage_fields = {f.name for f in fields(StageConfig)}
     stages = []
     for i, s in enumerate(stages_data):
         if not isinstance(s, Mapping):
-            raise ArchError(f"stages[{i}]: must be an object")
+            raise ArchError(f"stages[{i}]: must be an object", code=Code.TYPE, field=f"stages[{i}]", stage=i)
         _check_keys(f"stages[{i}].", dict(s), stage_fields, required={"depth", "out_chs"})
         stages.append(StageConfig(**s))
     arch = ArchConfig(
@@ -202,38 +250,41 @@ def arch_from_dict(data: Any) -> ArchConfig:
 def _check_keys(prefix: str, data: Mapping, known: set[str], required: set[str] = frozenset()) -> None:
     for key in data:
         if key not in known:
-            raise ArchError(f"{prefix}{key}: unknown field (known: {', '.join(sorted(known))})")
+            raise ArchError(f"{prefix}{key}: unknown field (known: {', '.join(sorted(known))})",
+                            code=Code.UNKNOWN_FIELD, field=f"{prefix}{key}")
     for key in sorted(required):
         if key not in data:
-            raise ArchError(f"{prefix}{key}: required field is missing")
+            raise ArchError(f"{prefix}{key}: required field is missing", code=Code.MISSING_FIELD,
+                            field=f"{prefix}{key}")
 
 
 def _int(path: str, value: Any, lo: int, hi: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ArchError(f"{path}: must be an integer, got {value!r}")
+        raise ArchError(f"{path}: must be an integer, got {value!r}", code=Code.TYPE, field=path)
     if value < lo or (hi is not None and value > hi):
         rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ArchError(f"{path}: must be {rng}, got {value}")
+        raise ArchError(f"{path}: must be {rng}, got {value}", code=Code.RANGE, field=path)
 
 
 def _float(path: str, value: Any, lo: float, hi: float, *, lo_open: bool, hi_open: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ArchError(f"{path}: must be a number, got {value!r}")
+        raise ArchError(f"{path}: must be a number, got {value!r}", code=Code.TYPE, field=path)
     bad = value <= lo if lo_open else value < lo
     bad = bad or (value >= hi if hi_open else value > hi)
     if bad:
         interval = ("(" if lo_open else "[") + f"{lo:g}, {hi:g}" + (")" if hi_open else "]")
-        raise ArchError(f"{path}: must be in {interval}, got {value:g}")
+        raise ArchError(f"{path}: must be in {interval}, got {value:g}", code=Code.RANGE, field=path)
 
 
-def _choice(path: str, value: Any, options: tuple[str, ...]) -> None:
+def _choice(path: str, value: Any, options: tuple) -> None:
     if value not in options:
-        raise ArchError(f"{path}: must be one of {', '.join(options)}, got {value!r}")
+        raise ArchError(f"{path}: must be one of {', '.join(map(str, options))}, got {value!r}", code=Code.CHOICE,
+                        field=path)
 
 
 def _bool(path: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise ArchError(f"{path}: must be true or false, got {value!r}")
+        raise ArchError(f"{path}: must be true or false, got {value!r}", code=Code.TYPE, field=path)
 
 
 def validate(arch: ArchConfig) -> None:
@@ -243,31 +294,34 @@ def validate(arch: ArchConfig) -> None:
     _float("head_dropout", arch.head_dropout, 0.0, 1.0, lo_open=False, hi_open=True)
     st = arch.stem
     if not st.out_chs:
-        raise ArchError("stem.out_chs: must list at least one conv width")
+        raise ArchError("stem.out_chs: must list at least one conv width", code=Code.TYPE, field="stem.out_chs")
     for j, c in enumerate(st.out_chs):
         _int(f"stem.out_chs[{j}]", c, 1, 4096)
     _int("stem.kernel_size", st.kernel_size, 1, 11)
-    if st.stride not in (1, 2, 4):
-        raise ArchError(f"stem.stride: must be 1, 2 or 4, got {st.stride!r}")
+    _choice("stem.stride", st.stride, (1, 2, 4))
     _bool("stem.pool", st.pool)
     if st.pool and st.stride != 4:
-        raise ArchError("stem.pool: a max-pool stem needs stem.stride 4")
+        raise ArchError("stem.pool: a max-pool stem needs stem.stride 4", code=Code.STEM, field="stem.pool")
     if st.stride == 4 and not st.pool and len(st.out_chs) < 2:
-        raise ArchError("stem.stride: stride 4 without pool needs at least two stem convs")
+        raise ArchError("stem.stride: stride 4 without pool needs at least two stem convs", code=Code.STEM,
+                        field="stem.stride")
     _choice("stem.act", st.act, ACTIVATIONS)
     if len(arch.stages) > 8:
-        raise ArchError(f"stages: at most 8 stages, got {len(arch.stages)}")
+        raise ArchError(f"stages: at most 8 stages, got {len(arch.stages)}", code=Code.RANGE, field="stages")
     prev = st.out_chs[-1]
     for i, s in enumerate(arch.stages):
-        _validate_stage(f"stages[{i}]", s, prev)
+        try:
+            _validate_stage(f"stages[{i}]", s, prev)
+        except ArchError as e:
+            e.stage = i  # the helpers know the field path, not which stage it belongs to
+            raise
         prev = s.out_chs
 
 
 def _validate_stage(p: str, s: StageConfig, in_chs: int) -> None:
     _int(f"{p}.depth", s.depth, 1, 64)
     _int(f"{p}.out_chs", s.out_chs, 1, 8192)
-    if s.stride not in (1, 2):
-        raise ArchError(f"{p}.stride: must be 1 or 2, got {s.stride!r}")
+    _choice(f"{p}.stride", s.stride, (1, 2))
     _choice(f"{p}.stage_type", s.stage_type, STAGE_TYPES)
     _choice(f"{p}.block_type", s.block_type, BLOCK_TYPES)
     _float(f"{p}.split_ratio", s.split_ratio, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -279,28 +333,39 @@ def _validate_stage(p: str, s: StageConfig, in_chs: int) -> None:
     _bool(f"{p}.cross_linear", s.cross_linear)
     _float(f"{p}.se_ratio", s.se_ratio, 0.0, 1.0, lo_open=False, hi_open=False)
     _choice(f"{p}.act", s.act, ACTIVATIONS)
-    if s.block_type == "resnext" and s.groups < 2:
-        raise ArchError(f"{p}.groups: resnext blocks need groups >= 2, got {s.groups}")
+    kind = BLOCK_KINDS[s.block_type]
+    groups = f"{p}.groups"
+    if s.groups < kind.min_groups:
+        raise ArchError(f"{groups}: {s.block_type} blocks need groups >= {kind.min_groups}, got {s.groups}",
+                        code=Code.GROUPS_TOO_FEW, field=groups)
+    if s.groups > 1 and not kind.takes_groups:
+        raise ArchError(f"{groups}: {s.block_type} blocks do not support groups; use groups 1",
+                        code=Code.GROUPS_UNSUPPORTED, field=groups)
     plan = stage_channels(s, in_chs)
-    if s.stage_type != "plain" and plan.exp_chs < 2:
-        raise ArchError(f"{p}.expand_ratio: the expanded width round(out_chs * expand_ratio) = {plan.exp_chs} cannot be split; needs >= 2")
+    if STAGE_KINDS[s.stage_type].split and plan.exp_chs < 2:
+        raise ArchError(f"{p}.expand_ratio: the expanded width round(out_chs * expand_ratio) = {plan.exp_chs} "
+                        "cannot be split; needs >= 2", code=Code.UNSPLITTABLE, field=f"{p}.expand_ratio")
     if s.stage_type == "fusion_last" and plan.out_b_chs < 1:
         raise ArchError(
             f"{p}.split_ratio: fusion_last concatenates the skip part ({plan.skip_chs} ch) with the block part, "
-            f"which leaves no room in out_chs={s.out_chs}; lower expand_ratio or raise split_ratio"
-        )
+            f"which leaves no room in out_chs={s.out_chs}; lower expand_ratio or raise split_ratio",
+            code=Code.NO_ROOM, field=f"{p}.split_ratio")
     if plan.down_chs and s.groups > 1:
         for what, c in (("input", in_chs), ("down conv output", plan.down_chs)):
             if c % s.groups:
-                raise ArchError(f"{p}.groups: {s.groups} groups must divide the {what} width {c}")
-    if s.groups > 1 and s.block_type in ("bottleneck", "resnext", "dark"):
-        # the grouped 3x3 sees mid -> mid (bottleneck) or mid -> out (dark)
-        widths = plan.block_mid + (plan.block_out if s.block_type == "dark" else ())
-        for w in widths:
+                raise ArchError(f"{groups}: {s.groups} groups must divide the {what} width {c}",
+                                code=Code.GROUPS_INDIVISIBLE, field=groups)
+    if s.groups > 1:
+        for w in _grouped_widths(kind, plan):
             if w % s.groups:
-                raise ArchError(f"{p}.groups: {s.groups} groups must divide every block width; {w} is not divisible")
-    if s.groups > 1 and s.block_type in ("edge", "dense"):
-        raise ArchError(f"{p}.groups: {s.block_type} blocks do not support groups; use groups 1")
+                raise ArchError(f"{groups}: {s.groups} groups must divide every block width; {w} is not divisible",
+                                code=Code.GROUPS_INDIVISIBLE, field=groups)
+
+
+def _grouped_widths(kind, plan: "StagePlan") -> list[int]:
+    """Every width a grouped conv of the stage's blocks maps from or to."""
+    named = {"in": plan.block_chs_in, "mid": plan.block_mid, "out": plan.block_out}
+    return [w for conv in kind.convs if conv.grouped for end in (conv.src, conv.dst) for w in named[end]]
 
 
 # -- channel plan (shared by validator and builder) --------------------------------------------
@@ -308,7 +373,7 @@ def _validate_stage(p: str, s: StageConfig, in_chs: int) -> None:
 def split_channels(total: int, ratio: float) -> int:
     """Channels of `total` that go through the blocks, by the documented rounding rule."""
     if total < 2:
-        raise ArchError(f"cannot split {total} channel(s)")
+        raise ArchError(f"cannot split {total} channel(s)", code=Code.UNSPLITTABLE)
     if total >= 2 * SPLIT_DIVISOR:
         block = int(round(total * ratio / SPLIT_DIVISOR)) * SPLIT_DIVISOR
         return min(max(block, SPLIT_DIVISOR), (total - 1) // SPLIT_DIVISOR * SPLIT_DIVISOR)
@@ -331,8 +396,9 @@ class StagePlan:
 
 def stage_channels(s: StageConfig, in_chs: int) -> StagePlan:
     """Channel arithmetic of a stage (timm-compatible for the published presets)."""
-    has_down = s.stage_type == "plain" or s.stride != 1
-    if s.stage_type == "plain":
+    split = STAGE_KINDS[s.stage_type].split
+    has_down = not split or s.stride != 1
+    if not split:
         down = s.out_chs
         exp = down
         block_in, skip = down, 0
@@ -345,7 +411,7 @@ def stage_channels(s: StageConfig, in_chs: int) -> StagePlan:
         skip = exp - block_in
     ins, mids, outs = [], [], []
     c = block_in
-    if s.block_type == "dense":
+    if BLOCK_KINDS[s.block_type].width == "dense":
         growth = max(1, int(round(block_in * s.block_ratio / s.depth)))
         for _ in range(s.depth):
             ins.append(c)

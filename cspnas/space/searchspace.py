@@ -21,7 +21,7 @@ deterministically (documented in `_repair`), so sampling always yields a valid n
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,16 +30,16 @@ import yaml
 
 from cspnas.errors import ArchError, CspnasError
 from cspnas.space.arch import (
-    ACTIVATIONS, BLOCK_TYPES, STAGE_TYPES, ArchConfig, StageConfig, StemConfig, validate,
+    ACTIVATIONS, BLOCK_TYPES, STAGE_TYPES, ArchConfig, Code, StageConfig, StemConfig, validate,
 )
+from cspnas.space.kinds import knob_applies
 
 STAGE_KNOBS = ("stage_type", "block_type", "split_ratio", "expand_ratio", "block_ratio", "bottle_ratio",
                "groups", "se_ratio", "down_growth", "cross_linear", "act")
-# knobs that only exist for some stages (conditional parameters)
-_SPLIT_ONLY = ("split_ratio", "expand_ratio", "down_growth", "cross_linear")
-_DEFAULTS = {"stage_type": "csp", "block_type": "dark", "split_ratio": 0.5, "expand_ratio": 1.0,
-             "block_ratio": 1.0, "bottle_ratio": 0.5, "groups": 1, "se_ratio": 0.0, "down_growth": False,
-             "cross_linear": False, "act": "leaky_relu"}
+_DEFAULTS = {f.name: f.default for f in fields(StageConfig) if f.name in STAGE_KNOBS}
+# A YAML file may use anchors and aliases, but expanded it must stay this small (a real search
+# space has a few hundred values): nested aliases can otherwise blow 600 bytes up to GBs.
+MAX_YAML_NODES = 100_000
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,7 @@ class SearchSpace:
                 "block_type": _suggest(trial, p + "block_type", spec.get("block_type", _DEFAULTS["block_type"])),
             }
             for key in STAGE_KNOBS[2:]:
-                if kw["stage_type"] == "plain" and key in _SPLIT_ONLY:
-                    continue
-                if key == "groups" and kw["block_type"] != "resnext":
+                if not knob_applies(key, kw["stage_type"], kw["block_type"]):
                     continue
                 default = net_act if key == "act" else _DEFAULTS[key]
                 kw[key] = _suggest(trial, p + key, spec.get(key, default))
@@ -97,6 +95,32 @@ class SearchSpace:
         arch = ArchConfig(stem=stem, stages=tuple(stages), in_chs=in_chs, num_classes=num_classes,
                           head_dropout=dropout)
         return _repair(arch)
+
+    # -- special members ------------------------------------------------------------------
+    def largest(self, in_chs: int, num_classes: int) -> ArchConfig:
+        """A big architecture of the space's shape (every stage at its widest and deepest, as csp stages
+        of dark blocks at split 0.75): twice its cost is the objectives' default reference."""
+        def top(v):
+            return v.max if isinstance(v, IntRange) else max(v) if isinstance(v, tuple) else v
+
+        stages = tuple(StageConfig(depth=top(s["depth"]), out_chs=top(s["out_chs"]), stride=top(s.get("stride", 2)),
+                                   stage_type="csp", block_type="dark", split_ratio=0.75, bottle_ratio=1.0)
+                       for s in self.stages)
+        stem = StemConfig(out_chs=(top(self.stem.get("out_chs", 32)),), stride=top(self.stem.get("stride", 1)))
+        return ArchConfig(stem=stem, stages=stages, in_chs=in_chs, num_classes=num_classes)
+
+    def corners(self, in_chs: int, num_classes: int, *, cheapest: bool = True) -> list[ArchConfig]:
+        """One extreme member per (stage type, block type) pair the space offers, every other knob at its
+        cheapest (fewest channels, shallowest, largest stride, no SE, ...) or, with `cheapest=False`, its
+        most expensive value. Random samples rarely hit these corners; limits often depend on them."""
+        kinds: dict[str, list[str]] = {"stage_type": [], "block_type": []}
+        for spec in self.stages:
+            for key, names in kinds.items():
+                for v in _choices(spec.get(key, _DEFAULTS[key])):
+                    if v not in names:
+                        names.append(v)
+        return [self.sample(_CornerTrial(st, bt, cheapest), in_chs=in_chs, num_classes=num_classes)
+                for st in kinds["stage_type"] for bt in kinds["block_type"]]
 
     # -- size -------------------------------------------------------------------------------
     def size(self) -> int:
@@ -115,7 +139,7 @@ class SearchSpace:
                 for bt in _choices(spec.get("block_type", _DEFAULTS["block_type"])):
                     c = 1
                     for key in STAGE_KNOBS[2:]:
-                        if (st == "plain" and key in _SPLIT_ONLY) or (key == "groups" and bt != "resnext"):
+                        if not knob_applies(key, st, bt):
                             continue
                         c *= _count(spec.get(key, 0))
                     combos += c
@@ -129,6 +153,31 @@ class SearchSpace:
         for i, spec in enumerate(self.stages):
             rows += [(f"stages[{i}].{k}", _fmt(v)) for k, v in spec.items()]
         return rows
+
+
+class _CornerTrial:
+    """Stands in for an optuna.Trial: answers every knob with its cheapest (or most expensive) value,
+    and the given stage and block type where the space offers them."""
+
+    def __init__(self, stage_type: str, block_type: str, cheapest: bool):
+        self.stage_type, self.block_type, self.cheapest = stage_type, block_type, cheapest
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        # a larger stride is cheaper; everything else ranged (depth, widths) grows the network
+        return high if name.endswith("stride") == self.cheapest else low
+
+    def suggest_categorical(self, name: str, choices):
+        key = name.rsplit(".", 1)[-1]
+        if key in ("stage_type", "block_type"):
+            want = self.stage_type if key == "stage_type" else self.block_type
+            return want if want in choices else choices[0]
+        if all(isinstance(c, bool) for c in choices):
+            return not self.cheapest  # down_growth / cross_linear: False is the narrower one
+        numbers = [c for c in choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+        if len(numbers) == len(choices):
+            fewer_is_bigger = key in ("stride", "groups")
+            return max(numbers) if fewer_is_bigger == self.cheapest else min(numbers)
+        return choices[0]
 
 
 def _choices(v: Knob) -> tuple:
@@ -159,6 +208,9 @@ def _suggest(trial, name: str, v: Knob):
     return v
 
 
+_GROUPS_CODES = (Code.GROUPS_TOO_FEW, Code.GROUPS_INDIVISIBLE, Code.GROUPS_UNSUPPORTED)
+
+
 def _repair(arch: ArchConfig) -> ArchConfig:
     """Make a sampled combination buildable, deterministically.
 
@@ -174,15 +226,14 @@ def _repair(arch: ArchConfig) -> ArchConfig:
                 validate(candidate)
                 break
             except ArchError as e:
-                msg = str(e)
-                if not msg.startswith(f"stages[{i}]."):
+                if e.stage != i:
                     break  # a later stage's problem; handled in its own iteration
                 s = stages[i]
-                if ".groups" in msg and s.groups > 2:
+                if e.code in _GROUPS_CODES and s.groups > 2:
                     stages[i] = replace(s, groups=s.groups // 2)
-                elif ".groups" in msg:
+                elif e.code in _GROUPS_CODES:
                     stages[i] = replace(s, block_type="bottleneck", groups=1)
-                elif "fusion_last" in msg and s.expand_ratio != 1.0:
+                elif e.code == Code.NO_ROOM and s.expand_ratio != 1.0:
                     stages[i] = replace(s, expand_ratio=1.0)
                 else:
                     raise
@@ -226,17 +277,52 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
 
 
 def parse_space(text: str, origin: str = "<space>") -> SearchSpace:
+    data = load_yaml(text, origin)
     try:
-        data = yaml.safe_load(text)
+        return _parse(data, text)
+    except _SpaceError as e:
+        raise CspnasError(f"{origin}: {e}") from None
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """yaml.safe_load with one-line errors and bounds: at most MAX_YAML_NODES values once aliases are
+    expanded (checked on the node graph, before anything is expanded), and no traceback on deep nesting."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if _expanded_nodes(node) > MAX_YAML_NODES:
+            raise CspnasError(f"{origin}: the YAML expands to more than {MAX_YAML_NODES:,} values through nested "
+                              "aliases (*name); write it out without aliases of aliases")
+        return yaml.safe_load(text)
+    except RecursionError:  # the composer recurses per nesting level
+        raise CspnasError(f"{origin}: the YAML is nested too deeply to read; flatten it") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
         raise CspnasError(f"{origin}: malformed YAML{where}: {problem}") from None
-    try:
-        return _parse(data, text)
-    except _SpaceError as e:
-        raise CspnasError(f"{origin}: {e}") from None
+
+
+def _expanded_nodes(root) -> int:
+    """How many values `root` becomes once every alias is expanded, counting each shared node once per
+    use; memoized, so a billion-laughs document costs its size, not its expansion. Caps at the limit."""
+    counts: dict[int, int] = {}
+
+    def count(node) -> int:
+        if id(node) in counts:
+            return counts[id(node)]
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total = min(total + count(child), MAX_YAML_NODES + 1)
+        counts[id(node)] = total
+        return total
+
+    return 0 if root is None else count(root)
 
 
 class _SpaceError(Exception):

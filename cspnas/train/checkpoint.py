@@ -1,7 +1,7 @@
 """Per-epoch training checkpoints: a dict of tensors and primitives, loaded with weights_only=True."""
 from __future__ import annotations
 
-import os
+import io
 import pickle  # only for its exception type: loading uses weights_only=True
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cspnas.errors import CspnasError
+from cspnas.fsutil import write_atomic, writing
 
 FORMAT = 1
 
@@ -27,13 +28,23 @@ class History:
 
 def save_checkpoint(path: Path, *, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     generator: torch.Generator, history: History) -> None:
-    """Write to a temp file then rename, so a kill mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomic (write_atomic), so a kill mid-write leaves the previous checkpoint intact."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT, "epoch": epoch, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "rng": generator.get_state(), "history": asdict(history)}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """The model's state_dict as safetensors, atomically (trial weights, trained weights)."""
+    from safetensors.torch import save
+
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, save({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}))
 
 
 def load_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -1,8 +1,7 @@
 """Pareto-front mathematics of the search: dominance, normalization, hypervolume, knee.
 
 Pure numpy/pandas; knows nothing about torch, Ray or Optuna. Generic over any list of
-:class:`Objective`; :func:`default_objectives` builds the cspnas triple
-(accuracy max, macs min, latency min).
+:class:`Objective`; `cspnas.objectives` says which objectives a run has and binds their refs.
 
 Normalization
     Every objective is mapped to a *minimization* coordinate that is 0 at ``ideal`` and
@@ -59,13 +58,7 @@ __all__ = [
     "knee_index",
     "hypervolume_curve",
     "compute_front",
-    "default_objectives",
-    "MACS_IDEAL",
 ]
-
-# Log-scale ideal for multiply-adds: a network below a thousand MACs is not a network,
-# and a positive floor is needed for the log. macs spans decades (1e6..1e10), so log.
-MACS_IDEAL = 1e3
 
 
 @dataclass(frozen=True)
@@ -103,31 +96,6 @@ class Front:
     table: pd.DataFrame  # front rows, best-first by the objectives, plus a bool 'knee' column
     hypervolume: float  # normalized hypervolume of the front (reference = all refs), in [0, 1]
     knee: int | None  # df index label of the knee row; None when the front is empty
-
-
-def default_objectives(
-    *,
-    macs_ref: float,
-    latency_ref_ms: float,
-    accuracy_col: str = "accuracy",
-    macs_col: str = "macs",
-    latency_col: str = "latency_ms",
-) -> list[Objective]:
-    """The cspnas objectives: accuracy (max), macs (min, log scale), latency (min, linear).
-
-    accuracy: ideal 1.0, ref 0.0, linear.
-    macs: ideal ``MACS_IDEAL`` (1e3), ref ``macs_ref`` (the max-macs constraint), log
-        scale because candidate networks span several decades of MACs.
-    latency: ideal 0 ms, ref ``latency_ref_ms`` (the latency target), linear. Measured
-        latencies of one search sit within about a decade below the target; a log scale
-        with an arbitrary tiny ideal would squash them all into the top of [0, 1],
-        whereas linear keeps "half the target" at 0.5.
-    """
-    return [
-        Objective(accuracy_col, "max", ref=0.0, ideal=1.0),
-        Objective(macs_col, "min", ref=float(macs_ref), ideal=MACS_IDEAL, log=True),
-        Objective(latency_col, "min", ref=float(latency_ref_ms), ideal=0.0),
-    ]
 
 
 # ---------------------------------------------------------------- normalization

@@ -1,0 +1,195 @@
+"""The search objectives as data: one entry per objective, everything else derives from it.
+
+Each entry says what the objective is called (`--objectives`, `--sort`), which trials.csv column
+and Optuna user attribute hold it, its direction, how to show it, how to normalise it for the
+hypervolume (see `cspnas.pareto`), and its hard limit: the `Constraints` field, the search flag
+and how that flag's value is read. Optuna's directions and metric names, the told values, the
+constraint values, the CSV columns, the report, the dashboard's axes and export's --pick choices
+are all computed from `OBJECTIVES`.
+
+Accuracy is always an objective (it is what training measures); the others are measured before
+training, for every candidate, whether or not they are objectives of the run. Light to import
+(the CLI reads it to build its flags); the Pareto maths load on first use.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cspnas.errors import CspnasError
+from cspnas.units import format_bytes, format_count, format_duration_ms, parse_bytes, parse_count, parse_duration_ms
+
+if TYPE_CHECKING:
+    from cspnas.pareto import Objective
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}%"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One objective: identity, display, normalisation and hard limit."""
+
+    name: str  # what users type
+    column: str  # trials.csv / pareto.csv column and Optuna user attribute
+    direction: str  # "max" | "min"
+    title: str  # table header
+    label: str  # axis title, with the unit
+    format: Callable[[Any], str]  # a value for people
+    tickformat: str  # plotly (d3) axis format
+    ideal: float  # best conceivable value: normalises to 0
+    log: bool = False  # normalise (and plot) on a log scale; for quantities spanning decades
+    ref: float | None = None  # fixed hypervolume reference; None: the limit, else 2x a large candidate
+    limit: str | None = None  # the Constraints field holding its hard limit
+    flag: str | None = None  # the search flag that sets the limit
+    parse: Callable[[str], float] | None = None  # reads the flag's value (units)
+    flag_help: str = ""
+    pick: str | None = None  # export --pick word for "best in this objective"
+    spread: str | None = None  # column of the measurement's spread (IQR), shown as "value ± spread"
+
+    @property
+    def optuna_direction(self) -> str:
+        return "maximize" if self.direction == "max" else "minimize"
+
+    @property
+    def ascending(self) -> bool:
+        """Sort order that puts the best first."""
+        return self.direction == "min"
+
+    @property
+    def header(self) -> str:
+        return f"{self.title} ± IQR" if self.spread else self.title
+
+    def cell(self, row: Mapping[str, Any]) -> str:
+        """The objective's value in a table row, with its spread when it has one."""
+        text = self.format(row.get(self.column))
+        return f"{text} ± {self.format(row.get(self.spread))}" if self.spread else text
+
+
+OBJECTIVES: dict[str, Spec] = {s.name: s for s in (
+    Spec("accuracy", "accuracy", "max", "accuracy", "validation accuracy", _pct, ".0%", ideal=1.0, ref=0.0,
+         pick="best"),
+    Spec("params", "params", "min", "params", "parameters", format_count, ".3s", ideal=1e3, log=True,
+         limit="max_params", flag="--max-params", parse=parse_count, flag_help="hard parameter limit, e.g. 5M"),
+    # MACs span decades (1e6..1e10): log scale; below a thousand MACs is not a network
+    Spec("macs", "macs", "min", "MACs", "MACs", format_count, ".3s", ideal=1e3, log=True, limit="max_macs",
+         flag="--max-macs", parse=parse_count, flag_help="hard multiply-add limit, e.g. 300M", pick="smallest"),
+    # latencies of one search sit within about a decade below the target: linear keeps "half the target" at 0.5
+    Spec("latency", "latency_ms", "min", "latency", "latency (ms)", format_duration_ms, ".3g", ideal=0.0,
+         limit="max_latency_ms", flag="--target-latency", parse=parse_duration_ms,
+         flag_help="hard latency limit, e.g. 10ms, 500us, 0.01s", pick="fastest", spread="latency_iqr_ms"),
+    # peak activation bytes at batch 1 (cost/memory.py): spans decades with the input size, so log
+    Spec("memory", "memory_bytes", "min", "memory", "peak activation memory (bytes)", format_bytes, ".3s",
+         ideal=1e3, log=True, limit="max_memory", flag="--max-memory", parse=parse_bytes,
+         flag_help="hard limit on peak activation memory at batch 1, e.g. 4MB, 512kB", pick="leanest"),
+)}
+DEFAULT_OBJECTIVES = ("accuracy", "macs", "latency")
+COLUMNS = tuple(s.column for s in OBJECTIVES.values())  # every objective's column, in table order
+PICKS = {s.pick: s for s in OBJECTIVES.values() if s.pick}
+BY_COLUMN = {s.column: s for s in OBJECTIVES.values()}
+
+
+def parse_objectives(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """'accuracy,latency' -> ('accuracy', 'latency'); None -> the default; accuracy is required."""
+    if text is None:
+        return DEFAULT_OBJECTIVES
+    names = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown or not names:
+        raise CspnasError(f"unknown objective {', '.join(unknown) or repr(text)}; "
+                          f"use a comma list of {', '.join(OBJECTIVES)}, e.g. accuracy,latency")
+    if "accuracy" not in names:
+        raise CspnasError(f"--objectives {','.join(names)}: accuracy must be one of them (it is what training "
+                          "measures); e.g. accuracy," + ",".join(names))
+    if len(set(names)) != len(names):
+        raise CspnasError(f"--objectives {','.join(names)}: an objective is listed twice")
+    return tuple(names)
+
+
+def specs(names: Iterable[str]) -> list[Spec]:
+    return [OBJECTIVES[n] for n in names]
+
+
+def optuna_directions(names: Sequence[str]) -> list[str]:
+    return [OBJECTIVES[n].optuna_direction for n in names]
+
+
+def told_values(names: Sequence[str], attrs: Mapping[str, Any]) -> list[float]:
+    """The values told to Optuna for a trial's user attributes, in objective order."""
+    return [float(attrs.get(OBJECTIVES[n].column) or 0.0) for n in names]
+
+
+def references(names: Sequence[str], limits: Mapping[str, float | None],
+               large: Callable[[], Mapping[str, float]]) -> dict[str, float]:
+    """Fixed hypervolume references: the objective's own, else its limit, else 2x the value of a
+    large candidate (`large()` measures one; called only when needed)."""
+    refs: dict[str, float] = {}
+    measured: Mapping[str, float] | None = None
+    for s in specs(names):
+        if s.ref is not None:
+            refs[s.name] = s.ref
+        elif limits.get(s.name) is not None:
+            refs[s.name] = float(limits[s.name])
+        else:
+            measured = measured if measured is not None else large()
+            refs[s.name] = 2.0 * float(measured[s.column])
+    return refs
+
+
+def bind(names: Sequence[str], refs: Mapping[str, float]) -> list["Objective"]:
+    """The Pareto maths' objectives (columns, directions, fixed refs and ideals) of a run."""
+    from cspnas.pareto import Objective  # numpy/pandas: not needed to parse flags
+
+    return [Objective(s.column, s.direction, ref=float(s.ref if s.ref is not None else refs[s.name]),
+                      ideal=s.ideal, log=s.log) for s in specs(names)]
+
+
+def check_limits(limits: Mapping[str, float | None], cost: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:
+    """Optuna constraint values (<= 0 is feasible, relative excess otherwise) and readable violations."""
+    values: dict[str, float] = {}
+    violations: list[str] = []
+    for s in OBJECTIVES.values():
+        limit, value = limits.get(s.name), cost.get(s.column)
+        if limit is None or value is None:
+            continue
+        values[s.name] = value / limit - 1.0  # relative, so different units weigh alike
+        if value > limit:
+            violations.append(f"{s.name} {s.format(value)} > {s.format(limit)}")
+    return values, violations
+
+
+def constraint_flags() -> list[Spec]:
+    """The objectives that have a search flag for a hard limit."""
+    return [s for s in OBJECTIVES.values() if s.flag]
+
+
+# -- what a run directory's config.yaml says ---------------------------------------------------------
+
+def run_objectives(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The run's objectives; runs written before objectives were recorded have the default three."""
+    settings = config.get("settings") if isinstance(config.get("settings"), Mapping) else {}
+    return parse_objectives(settings.get("objectives") or config.get("objectives"))
+
+
+def run_limits(config: Mapping[str, Any]) -> dict[str, float | None]:
+    """Hard limits by objective name, from the recorded search settings."""
+    settings = config.get("settings") if isinstance(config.get("settings"), Mapping) else {}
+    constraints = settings.get("constraints") if isinstance(settings.get("constraints"), Mapping) else {}
+    return {s.name: _positive(constraints.get(s.limit)) for s in OBJECTIVES.values() if s.limit}
+
+
+def run_references(config: Mapping[str, Any]) -> dict[str, float]:
+    """References by objective name; older runs recorded only macs_ref and latency_ref_ms."""
+    refs = dict(config.get("references") or {})
+    for name, old_key in (("macs", "macs_ref"), ("latency", "latency_ref_ms")):
+        if name not in refs and _positive(config.get(old_key)) is not None:
+            refs[name] = float(config[old_key])
+    return refs
+
+
+def _positive(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return float(value) if ok else None

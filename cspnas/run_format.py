@@ -1,0 +1,406 @@
+"""The run directory: the one module that writes and reads it.
+
+    RUN/config.yaml     settings, space, data, latency setup, objectives' references
+    RUN/study.db        the Optuna study (SQLite): the single source of truth
+    RUN/trials.csv      one row per trial, derived from the study after every change
+    RUN/pareto.csv      the feasible, full-fidelity Pareto front of trials.csv
+    RUN/weights/        trial-N.safetensors of the trials whose weights are kept
+
+Every file is replaced atomically (temp file + rename), so a run can be read while its search
+is still going, and a crash never leaves tables that disagree with study.db beyond the trial
+being written. Runs written before objectives were recorded load with the default three.
+Optuna is imported inside the functions that need it: reading a run must stay light.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cspnas import __version__
+from cspnas.errors import CspnasError
+from cspnas.fsutil import check_writable_dir, write_atomic
+from cspnas.objectives import (COLUMNS, OBJECTIVES, bind, optuna_directions, run_limits, run_objectives,
+                               run_references)
+from cspnas.pareto import Objective, compute_front, hypervolume_curve
+from cspnas.search.integrity import check_study_db
+
+CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
+STUDY_NAME = "cspnas"
+STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled")
+FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states that used up budget
+
+_MEASURED = [c for c in COLUMNS if c != "accuracy"]
+TRIAL_COLUMNS = [
+    "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
+    *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend", "feasible", "violations",
+    "val_acc_per_epoch", "accuracy", "train_seconds", "cost_seconds", "started_at", "completed_at",
+    "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
+]
+PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights"]
+_NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "train_seconds", "cost_seconds",
+            "hypervolume")
+_TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "violations", "val_acc_per_epoch",
+         "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
+
+
+def weights_path(trial: int) -> str:
+    """Where a trial's weights go, relative to RUN (as trials.csv records it)."""
+    return f"{WEIGHTS}/trial-{trial}.safetensors"
+
+
+def full_fidelity(epochs_done, epochs):
+    """Trained for every epoch of the search: the only trials allowed on the front.
+    Works on numbers and on pandas columns alike."""
+    return (epochs_done >= epochs) & (epochs > 0)
+
+
+# -- writing -----------------------------------------------------------------------------------------
+
+def write_yaml_atomic(path: Path, data: dict) -> None:
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+    write_atomic(path, df.to_csv(index=False))
+
+
+def new_run_dir(results_dir: str | Path, name: str) -> Path:
+    """RUN = results_dir/name; refuse to touch an existing one."""
+    check_writable_dir(results_dir, f"--results-dir {results_dir}")
+    run_dir = Path(results_dir) / name
+    if run_dir.exists():
+        raise CspnasError(f"{run_dir} already exists; continue it with `cspnas search --resume {run_dir}` "
+                          "or choose another --name")
+    return run_dir
+
+
+def new_config(*, settings: dict[str, Any], space_yaml: str, space_name: str, data: dict[str, Any],
+               num_classes: int, in_chs: int, input_size: int, train_device: str, latency: dict[str, Any],
+               references: dict[str, float]) -> dict[str, Any]:
+    """config.yaml of a new run. The objectives and limits are in `settings`; `references` are the
+    objectives' fixed hypervolume references (cspnas.objectives.references)."""
+    return {
+        "cspnas_version": __version__, "created_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "settings": settings, "space_yaml": space_yaml, "space_name": space_name, "data": data,
+        "num_classes": num_classes, "in_chs": in_chs, "input_size": input_size, "train_device": train_device,
+        "latency": latency, "references": {k: float(v) for k, v in references.items()},
+    }
+
+
+def open_storage(path: Path):
+    """The study's SQLite storage in WAL mode: every Optuna write is a commit, and with the
+    default rollback journal each one costs an fsync (~15 ms here); WAL + synchronous=NORMAL
+    stays consistent across a killed process and makes writes ~10x cheaper."""
+    import optuna
+    import sqlalchemy
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}",
+                                         engine_kwargs={"connect_args": {"timeout": 60}})
+
+    def on_connect(conn, _record) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    sqlalchemy.event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # reconnect so the pragmas apply to every connection
+    return storage
+
+
+def open_study(storage, objectives: Sequence[str], sampler=None, *, create: bool = False):
+    """The run's study (new when `create`), with the objectives' directions and metric names, so
+    optuna-dashboard labels its axes (runs made before metric names were set get them now)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=STUDY_NAME, sampler=sampler, load_if_exists=not create,
+                                directions=optuna_directions(objectives))
+    names = [OBJECTIVES[n].column for n in objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+    return study
+
+
+def create_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
+    """RUN appears whole or not at all: config.yaml and an empty study are made in a hidden
+    staging folder that is renamed into place, so a crash never leaves a half-made run."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = run_dir.with_name(f".{run_dir.name}.creating-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        write_yaml_atomic(staging / CONFIG, config)
+        storage = open_storage(staging / STUDY)
+        open_study(storage, run_objectives(config), create=True)
+        storage.engine.dispose()
+        os.rename(staging, run_dir)  # fails if RUN appeared meanwhile: never overwrite
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def objectives_of(config: dict[str, Any]) -> list[Objective]:
+    """The run's objectives bound to its references, for the Pareto maths."""
+    return bind(run_objectives(config), run_references(config))
+
+
+def trial_row(t, run_dir: Path) -> dict[str, Any]:
+    """One trials.csv row from an Optuna FrozenTrial (its user attributes hold every fact)."""
+    a = t.user_attrs
+    state = "running" if t.state.name == "RUNNING" else a.get("status", "running")
+    epochs, done = a.get("epochs", 0), a.get("epochs_done", 0)
+    row = {
+        "trial": t.number, "state": state, "fidelity": (done / epochs) if epochs else 0.0,
+        "epochs_done": done, "epochs": epochs,
+        "arch_hash": a.get("arch_hash", ""), "arch_summary": a.get("arch_summary", ""), "arch_json": a.get("arch", ""),
+        **{c: a.get(c) for c in _MEASURED}, "latency_iqr_ms": a.get("latency_iqr_ms"),
+        "latency_runs": a.get("latency_runs"), "latency_backend": a.get("latency_backend", ""),
+        "feasible": a.get("feasible"), "violations": "; ".join(a.get("violations", [])),
+        "val_acc_per_epoch": json.dumps(a.get("val_acc_per_epoch", [])),
+        "accuracy": a.get("accuracy") if state == "complete" else None,
+        "train_seconds": a.get("train_seconds"), "cost_seconds": a.get("cost_seconds"),
+        "started_at": t.datetime_start.isoformat() if t.datetime_start else None,
+        "completed_at": t.datetime_complete.isoformat() if t.datetime_complete else None,
+        "failure_reason": a.get("failure_reason", ""), "duplicate_of": a.get("duplicate_of"),
+        "node": a.get("node", ""),
+        # weights of trials that left the front are deleted; the table says what is on disk
+        "weights": a.get("weights", "") if a.get("weights") and (run_dir / a["weights"]).is_file() else "",
+    }
+    row.update({f"p.{k}": v for k, v in t.params.items()})
+    return row
+
+
+def trials_frame(study, config: dict[str, Any], run_dir: Path) -> pd.DataFrame:
+    """trials.csv of a study, with the hypervolume after each full-fidelity trial."""
+    rows = [trial_row(t, run_dir) for t in study.get_trials(deepcopy=False)]
+    df = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
+    for col in TRIAL_COLUMNS:
+        if col not in df:
+            df[col] = None
+    df["hypervolume"] = np.nan
+    done = front_candidates(df)
+    if len(done):
+        ordered = done.sort_values("completed_at")  # in completion order
+        df.loc[ordered.index, "hypervolume"] = hypervolume_curve(ordered, objectives_of(config),
+                                                                 order_column="completed_at")
+    knob_cols = sorted(c for c in df.columns if c.startswith("p."))
+    return df[TRIAL_COLUMNS + knob_cols]
+
+
+def front_candidates(df: pd.DataFrame) -> pd.DataFrame:
+    """Feasible, full-fidelity, completed trials: the only ones allowed on the front."""
+    if df.empty:
+        return df
+    epochs_done, epochs = (pd.to_numeric(df[c], errors="coerce") for c in ("epochs_done", "epochs"))
+    mask = (df["state"] == "complete") & (df["feasible"] == True) & full_fidelity(epochs_done, epochs)  # noqa: E712
+    return df[mask].astype({c: float for c in COLUMNS})
+
+
+def pareto_frame(trials: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, float]:
+    """pareto.csv of a trials table and the front's hypervolume."""
+    cand = front_candidates(trials)
+    if cand.empty:
+        return pd.DataFrame(columns=PARETO_COLUMNS), 0.0
+    front = compute_front(cand, objectives_of(config))
+    return front.table[PARETO_COLUMNS].reset_index(drop=True), front.hypervolume
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)  # eq=False: DataFrames have no truth value
+class Run:
+    """One search run as read from disk; `trials` and `front` are indexed by position, not trial."""
+
+    path: Path
+    config: dict[str, Any]
+    trials: pd.DataFrame
+    front: pd.DataFrame
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """A search setting from config.yaml: top level first, then its `settings` section, then the
+        trials' training recipe (`settings.train`; flat in runs of cspnas <= 0.1.0)."""
+        if self.config.get(key) is not None:
+            return self.config[key]
+        section = self.config.get("settings")
+        section = section if isinstance(section, dict) else {}
+        train = section.get("train") if isinstance(section.get("train"), dict) else {}
+        value = section.get(key, train.get(key))
+        return default if value is None else value
+
+    @property
+    def name(self) -> str:
+        return str(self.setting("name") or self.path.name)
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The run's objective names (cspnas.objectives)."""
+        return run_objectives(self.config)
+
+    @property
+    def limits(self) -> dict[str, float | None]:
+        """Hard limits by objective name (None: no limit)."""
+        return run_limits(self.config)
+
+    def bound_objectives(self) -> list[Objective]:
+        return objectives_of(self.config)
+
+    @property
+    def knob_columns(self) -> list[str]:
+        """The sampled design knobs (`p.` columns), in file order."""
+        return [c for c in self.trials.columns if c.startswith("p.")]
+
+    def trial(self, number: int) -> pd.Series | None:
+        """The trials.csv row of trial `number`, or None when there is no such trial."""
+        rows = self.trials[self.trials["trial"] == number]
+        return None if rows.empty else rows.iloc[-1]
+
+    def weights_path(self, row: pd.Series) -> Path | None:
+        """Absolute path of a trial's kept weights, or None when they were not kept (or are gone)."""
+        rel = row.get("weights")
+        if not isinstance(rel, str) or not rel.strip():
+            return None
+        path = self.path / rel
+        return path if path.is_file() else None
+
+
+def load_run(path: str | Path) -> Run:
+    """Load the run directory written by `cspnas search`; raises CspnasError saying what is wrong."""
+    run = Path(path).expanduser()
+    if not run.exists():
+        raise CspnasError(f"{run}: no such run directory; pass the folder a search wrote, e.g. results/<name>")
+    if not run.is_dir():
+        hint = f"; pass its folder {run.parent}" if run.name in (TRIALS, PARETO, CONFIG) else ""
+        raise CspnasError(f"{run}: is a file, not a run directory{hint}")
+    config = _read_config(run / CONFIG)
+    if (run / STUDY).exists():  # the tables are derived from it: a damaged study is damage to the run
+        check_study_db(run / STUDY)
+    try:
+        objectives = run_objectives(config)
+    except CspnasError as e:
+        raise CspnasError(f"{run / CONFIG}: {e}") from None
+    columns = [OBJECTIVES[n].column for n in objectives]
+    trials = _read_trials(run / TRIALS, columns)
+    front = _read_front(run / PARETO, columns)
+    return Run(path=run, config=config, trials=trials, front=front)
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """config.yaml of a run to resume (it must hold the search settings)."""
+    path = run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise CspnasError(f"{run_dir}: no such run directory; --resume takes the folder a search wrote, "
+                          "e.g. results/<name>")
+    if not path.is_file():
+        raise CspnasError(f"{run_dir}: not a cspnas run (config.yaml is missing); --resume takes the folder a "
+                          "search wrote, e.g. results/<name>")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise CspnasError(f"{path}: corrupt YAML; restore it or start a new run with another --name") from None
+    if not isinstance(config, dict) or "settings" not in config:
+        raise CspnasError(f"{path}: not a cspnas run config (no 'settings'); start a new run with another --name")
+    return config
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CspnasError(f"{path.parent}: not a run directory (no config.yaml); pass the folder a search wrote")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CspnasError(f"{path}: unreadable config ({first}); restore it from the search's settings") from None
+    if not isinstance(data, dict):
+        raise CspnasError(f"{path}: expected a mapping of search settings, got {type(data).__name__}")
+    return data
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        # keep_default_na=False + na_values=[""]: only empty cells are missing ("None" is a value)
+        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in _TEXT})
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CspnasError(f"{path}: unreadable CSV ({first}); the run directory is damaged") from None
+
+
+def _read_trials(path: Path, objective_columns: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise CspnasError(f"{path.parent}: no trials.csv yet; the search has not finished a trial "
+                          "(or this is not a run directory)")
+    df = _read_csv(path)
+    if df.empty:
+        raise CspnasError(f"{path.parent}: the run has no trials yet; wait until the search finishes its first trial")
+    required = ["trial", "state", "arch_summary", "arch_json", "params", *objective_columns]
+    missing = [c for c in dict.fromkeys(required) if c not in df.columns]
+    if missing:
+        raise CspnasError(f"{path}: missing column(s) {', '.join(missing)}; was it written by `cspnas search`?")
+    df["trial"] = _int_column(path, df["trial"], "trial")
+    df["state"] = df["state"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(df["state"]) - set(STATES))
+    if unknown:
+        raise CspnasError(f"{path}: unknown trial state(s) {', '.join(unknown)}; expected {', '.join(STATES)}")
+    for col in _NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
+    for col in _TEXT:
+        if col not in df.columns:
+            df[col] = pd.Series([None] * len(df), dtype=object)
+    df["feasible"] = _bool_column(df["feasible"]) if "feasible" in df.columns else df["state"] != "infeasible"
+    return df.reset_index(drop=True)
+
+
+def _read_front(path: Path, objective_columns: list[str]) -> pd.DataFrame:
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in PARETO_COLUMNS})
+    if not path.is_file():
+        return empty  # no trial has reached the front yet: an empty front, not a broken run
+    df = _read_csv(path)
+    if df.empty:
+        return empty
+    missing = [c for c in ["trial", *objective_columns] if c not in df.columns]
+    if missing:
+        raise CspnasError(f"{path}: missing column(s) {', '.join(missing)}; was it written by `cspnas search`?")
+    df["trial"] = _int_column(path, df["trial"], "trial")
+    for col in (*COLUMNS, "latency_iqr_ms"):
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
+    df["knee"] = _bool_column(df["knee"]) if "knee" in df.columns else False
+    for col in ("arch_hash", "arch_summary", "weights"):
+        if col not in df.columns:
+            df[col] = pd.Series([None] * len(df), dtype=object)
+    return df.reset_index(drop=True)
+
+
+def _int_column(path: Path, col: pd.Series, name: str) -> pd.Series:
+    values = pd.to_numeric(col, errors="coerce")
+    if values.isna().any() or (values % 1 != 0).any():
+        raise CspnasError(f"{path}: column {name!r} must hold whole numbers; the run directory is damaged")
+    return values.astype(int)
+
+
+def _bool_column(col: pd.Series) -> pd.Series:
+    # pandas reads True/False itself, but an empty cell turns the column into text
+    truthy = {"true", "1", "yes", "1.0"}
+    return col.map(lambda v: v if isinstance(v, bool) else str(v).strip().lower() in truthy).astype(bool)
+
+
+def parse_json_list(text: Any) -> list:
+    """A JSON list cell (e.g. val_acc_per_epoch); [] when empty or malformed."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []

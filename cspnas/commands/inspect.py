@@ -40,13 +40,14 @@ def inspect_arch(args) -> int:
         from cspnas.errors import CspnasError
 
         raise CspnasError(f"--input-size must be >= 1, got {size}")
-    settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
-                               **given(args, "backend", "device", "batch_size", "threads", "dtype"))
-    # before anything is allocated: MACs are counted at batch 1, latency and memory at --batch-size
-    batch = 1 if args.no_latency and not args.memory else settings.batch_size
-    ensure_fits(footprint(arch, size).inference_bytes(batch), settings.device,
+    # before anything is allocated (or a latency cap is judged): MACs are counted at batch 1, latency
+    # and memory at --batch-size
+    batch = 1 if args.no_latency and not args.memory else max(1, args.batch_size or LatencySettings.batch_size)
+    ensure_fits(footprint(arch, size).inference_bytes(batch), args.device or LatencySettings.device,
                 f"{args.arch} at {size}x{size}, batch {batch}, {arch.num_classes:,} classes",
                 "use a smaller --input-size, --batch-size or --num-classes")
+    settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
+                               **given(args, "backend", "device", "batch_size", "threads", "dtype"))
     model = build_model(arch)
     macs = count_macs(model, in_chs=arch.in_chs, input_size=size)
     latency = memory = None

@@ -85,14 +85,17 @@ def holder(run: Path) -> dict:
 
 # -- interruption --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
-def test_a_signal_stops_the_search_with_the_resume_hint(tmp_path, sig, to_group):
+@pytest.mark.parametrize("sig, to_group, times", [(signal.SIGINT, True, 1), (signal.SIGTERM, False, 1),
+                                                   (signal.SIGINT, True, 2)], ids=["ctrl-c", "sigterm", "ctrl-c-twice"])
+def test_a_signal_stops_the_search_with_the_resume_hint(tmp_path, sig, to_group, times):
     run = tmp_path / "run"
     proc = start(["--name", "run", "--results-dir", str(tmp_path), "--budget", "4", "--epochs", "40"])
     try:
         wait_for("trial training", lambda: training(run), proc)
         t0 = time.monotonic()
-        os.killpg(proc.pid, sig) if to_group else os.kill(proc.pid, sig)  # a terminal's Ctrl-C reaches the group
+        for _ in range(times):  # a second Ctrl-C forces the stop
+            os.killpg(proc.pid, sig) if to_group else os.kill(proc.pid, sig)  # a terminal's Ctrl-C reaches the group
+            time.sleep(0.3)
         _, err = proc.communicate(timeout=120)
         stopped_s = time.monotonic() - t0
     finally:
@@ -103,10 +106,13 @@ def test_a_signal_stops_the_search_with_the_resume_hint(tmp_path, sig, to_group)
         f"cspnas: search stopped by {name}; continue it with `cspnas search --resume {run}`"
     assert "Traceback" not in err and "Tuner.restore" not in err and "*** " not in err, err[-2000:]
     assert stopped_s < 30, f"took {stopped_s:.0f} s to stop"
+    assert (run / ".lock").read_text() == ""  # released
     trials = pd.read_csv(run / "trials.csv")
+    if times == 2:  # forced: the trials are left as a killed search leaves them, for the resume to re-queue
+        assert len(trials) and set(trials["state"]) <= {"running", "interrupted"}
+        return
     assert "running" not in set(trials["state"]) and "interrupted" in set(trials["state"])
     assert not [t for t in study(run).trials if t.state.name == "RUNNING"]
-    assert (run / ".lock").read_text() == ""  # released
     assert 'http-equiv="refresh"' not in (run / "dashboard.html").read_text()  # an interrupted run's page stays put
 
 
@@ -167,3 +173,42 @@ def test_no_architecture_repeats_across_three_resumes(tmp_path):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert [r["changed"]["budget"] for r in config["resumes"]] == [[3, 5], [5, 7], [7, 9]]
     assert config["settings"]["budget"] == 9
+
+
+# -- a full disk ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (root only): room for the run, not for the weights of every trial."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_stops_the_search_in_one_line_and_resume_requeues_the_trial(small_disk):
+    run = small_disk / "run"
+    proc = start(["--name", "run", "--results-dir", str(small_disk), "--budget", "6", "--epochs", "1",
+                  "--keep-weights", "all", "--no-dashboard"])
+    _, err = proc.communicate(timeout=300)
+    kill_group(proc)
+    assert proc.returncode == 2, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("cspnas: error: disk full while searching (") and "No space left on device" in line
+    assert line.endswith(f"free space, then continue with `cspnas search --resume {run}` (the trial it hit is re-queued)")
+    assert "Traceback" not in err, err[-3000:]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    out = run_search(resume=run, live=False, dashboard=False)
+    s = study(run)
+    final = [t for t in s.trials if t.user_attrs.get("status") in ("complete", "infeasible", "pruned", "failed")]
+    assert len(final) == 6 and not [t for t in final if t.user_attrs["status"] == "failed"]
+    interrupted = [t for t in s.trials if t.user_attrs.get("status") == "interrupted"]
+    assert interrupted, "the trial the full disk hit should be recorded as interrupted"
+    for t in interrupted:  # re-queued and trained, not failed and not counted
+        assert [u for u in s.trials if u.user_attrs.get("requeued_from") == t.number
+                and u.user_attrs.get("status") == "complete"]
+    assert len(out.trials) == len(s.trials)

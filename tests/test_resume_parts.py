@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy
 
 from cspnas.errors import CspnasError, Interrupted
-from cspnas.search.integrity import check_study_db
+from cspnas.search.integrity import check_study_db, trial_counts
 from cspnas.run_format import open_storage
 from cspnas.search.interrupt import StopRequest, is_disk_full, resume_hint
 from cspnas.search.leftovers import end_leftovers, is_ray_process, local_ray_processes
@@ -185,6 +185,26 @@ def test_a_good_study_passes_and_nothing_is_written(study_db):
     assert _listing(study_db.parent) == before
 
 
+def test_a_study_a_killed_search_left_is_checked_with_its_wal_and_left_as_it_was(tmp_path, study_db):
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "study.db").write_bytes(study_db.read_bytes())
+    writer = sqlite3.connect(live / "study.db")
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # what it writes now stays in the -wal file
+    writer.execute("INSERT INTO trial_user_attributes (trial_id, key, value_json) VALUES (1, 'status', '\"complete\"')")
+    writer.commit()
+    killed = tmp_path / "killed"  # the files as a SIGKILL leaves them
+    killed.mkdir()
+    for name in ("study.db", "study.db-wal"):
+        (killed / name).write_bytes((live / name).read_bytes())
+    writer.close()
+    before = {p.name: (p.stat().st_mtime, p.read_bytes()) for p in killed.iterdir()}
+    check_study_db(killed / "study.db")
+    assert trial_counts(killed / "study.db", ("complete",)) == (1, 30)  # the -wal's trial is counted
+    assert {p.name: (p.stat().st_mtime, p.read_bytes()) for p in killed.iterdir()} == before
+
+
 def _other_database(path: Path) -> None:
     path.unlink()
     conn = sqlite3.connect(path)
@@ -217,7 +237,9 @@ def test_first_signal_asks_second_ctrl_c_forces_and_handlers_are_restored():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert stop.signum == signal.SIGTERM  # asked, not killed
-        with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)  # outside forcible(): the records are being written, wait
+        time.sleep(0.05)
+        with pytest.raises(KeyboardInterrupt), stop.forcible():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.5)
     assert signal.getsignal(signal.SIGTERM) == before

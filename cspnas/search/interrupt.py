@@ -10,12 +10,13 @@ apply here.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from cspnas.errors import Interrupted
 
@@ -29,12 +30,14 @@ def resume_hint(run_dir: Path, signum: int) -> Interrupted:
 
 class StopRequest:
     """`with StopRequest() as stop:` catches SIGINT and SIGTERM in the main thread; `stop.signum` is
-    the first signal received (None while none was). A second SIGINT raises KeyboardInterrupt.
+    the first signal received (None while none was). A second SIGINT raises KeyboardInterrupt
+    inside `forcible()`.
     Call `install()` again after Ray started."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._forcible = False
 
     @property
     def requested(self) -> bool:
@@ -44,8 +47,17 @@ class StopRequest:
         if self.signum is None:
             self.signum = signum
             return
-        if signum == signal.SIGINT:  # the second Ctrl-C: stop now, whatever is running
+        if signum == signal.SIGINT and self._forcible:  # the second Ctrl-C: stop now, whatever is running
             raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def forcible(self) -> Iterator[None]:
+        """Where a second Ctrl-C may cut in (waiting on Tune); never while the records are written."""
+        self._forcible = True
+        try:
+            yield
+        finally:
+            self._forcible = False
 
     def install(self) -> None:
         """Catch the signals (again: `ray.init` puts in its own SIGTERM handler)."""

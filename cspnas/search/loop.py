@@ -11,6 +11,7 @@ search rebuilds the loop from the study alone.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -217,6 +218,9 @@ class SearchLoop:
             if count_final(self.study) < self.settings.budget:
                 if self.proposer.meter.gate is not None:
                     self.proposer.meter.gate.allow_training()
+                # Tune's own experiment state is never read (resume reads study.db): a failure to save it
+                # (a full disk) must not print its traceback over our one line
+                logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
                 tuner = tune.Tuner(
                     tune.with_resources(train_candidate, resources),
                     tune_config=tune.TuneConfig(
@@ -227,7 +231,8 @@ class SearchLoop:
                                               stop=tune_stopper(self._stop_trials)),
                 )
                 try:
-                    tuner.fit()
+                    with self.stop.forcible() if self.stop is not None else contextlib.nullcontext():
+                        tuner.fit()
                 except Exception as e:
                     if not is_disk_full(e):
                         raise

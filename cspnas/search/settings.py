@@ -78,7 +78,7 @@ class SearchSettings:
                                                   "when training on CUDA)")
     constraints: Constraints = field(default_factory=Constraints)
     objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
-                                           + "; accuracy is always one")
+                                           + "; accuracy is always one; a resumed run keeps its own")
     latency_backend: str = _setting(LatencySettings.backend, "how latency is measured (see cspnas.cost.backends)")
     latency_device: str = _setting(LatencySettings.device, "device latency is measured on")
     latency_batch_size: int = _setting(LatencySettings.batch_size, "batch size of the latency measurement")

@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cspnas.commands.flags import add_setting
+from cspnas.cost.backends import LATENCY_BACKENDS
+from cspnas.cost.settings import DTYPES, LatencySettings
 from cspnas.errors import CspnasError, Interrupted
 
 EXIT_USAGE = 2
@@ -18,11 +21,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D401
         raise CspnasError(f"{message} (see `{self.prog} --help`)")
-
-    def parse_known_args(self, args=None, namespace=None):
-        # kept so a command can tell the flags given from the defaults (search --resume)
-        self.argv = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
 
 
 def _add_common_io(p: argparse.ArgumentParser) -> None:
@@ -55,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=None, help="square input side in pixels (default: 224 for presets with 1000 classes, else 32)")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--in-channels", type=int, default=None)
-    p.add_argument("--device", default="cpu", help="latency device: cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--batch-size", type=int, default=1, help="latency batch size (default 1)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for the latency measurement (default 1)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_setting(p, "--backend", LatencySettings, help=f"latency backend: {' | '.join(LATENCY_BACKENDS)}")
+    add_setting(p, "--device", LatencySettings, help="latency device: cpu | cuda | cuda:N")
+    add_setting(p, "--batch-size", LatencySettings, type=int, help="latency batch size")
+    add_setting(p, "--threads", LatencySettings, type=int, help="CPU threads for the latency measurement")
+    add_setting(p, "--dtype", LatencySettings, choices=DTYPES, help="latency dtype")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--memory", action="store_true", help="also measure peak memory")
     _add_common_io(p)

@@ -42,15 +42,15 @@ FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states that use
 _MEASURED = [c for c in COLUMNS if c != "accuracy"]
 TRIAL_COLUMNS = [
     "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
-    *_MEASURED, "latency_iqr_ms", "latency_runs", "feasible", "violations",
+    *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend", "feasible", "violations",
     "val_acc_per_epoch", "accuracy", "train_seconds", "cost_seconds", "started_at", "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
 ]
 PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights"]
 _NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "train_seconds", "cost_seconds",
             "hypervolume")
-_TEXT = ("arch_hash", "arch_summary", "arch_json", "violations", "val_acc_per_epoch", "failure_reason",
-         "duplicate_of", "weights", "started_at", "completed_at")
+_TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "violations", "val_acc_per_epoch",
+         "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
 
 
 def weights_path(trial: int) -> str:
@@ -165,7 +165,7 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "epochs_done": done, "epochs": epochs,
         "arch_hash": a.get("arch_hash", ""), "arch_summary": a.get("arch_summary", ""), "arch_json": a.get("arch", ""),
         **{c: a.get(c) for c in _MEASURED}, "latency_iqr_ms": a.get("latency_iqr_ms"),
-        "latency_runs": a.get("latency_runs"),
+        "latency_runs": a.get("latency_runs"), "latency_backend": a.get("latency_backend", ""),
         "feasible": a.get("feasible"), "violations": "; ".join(a.get("violations", [])),
         "val_acc_per_epoch": json.dumps(a.get("val_acc_per_epoch", [])),
         "accuracy": a.get("accuracy") if state == "complete" else None,
@@ -228,11 +228,14 @@ class Run:
     front: pd.DataFrame
 
     def setting(self, key: str, default: Any = None) -> Any:
-        """A search setting from config.yaml: top level first, then its `settings` section."""
+        """A search setting from config.yaml: top level first, then its `settings` section, then the
+        trials' training recipe (`settings.train`; flat in runs of cspnas <= 0.1.0)."""
         if self.config.get(key) is not None:
             return self.config[key]
         section = self.config.get("settings")
-        value = section.get(key) if isinstance(section, dict) else None
+        section = section if isinstance(section, dict) else {}
+        train = section.get("train") if isinstance(section.get("train"), dict) else {}
+        value = section.get(key, train.get(key))
         return default if value is None else value
 
     @property

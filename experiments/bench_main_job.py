@@ -52,7 +52,7 @@ def main() -> None:
         "target_latency_ms": target,
         "front_respects_target": bool((front["latency_ms"] <= target).all()),
         "hypervolume": float(trials["hypervolume"].max()) if len(front) else 0.0,
-        "epochs": config["settings"]["epochs"], "concurrency": config["settings"]["concurrency"],
+        "epochs": config["settings"]["train"]["epochs"], "concurrency": config["settings"]["concurrency"],
         "median_train_s": float(trials["train_seconds"].median()),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpu": False},
     }

@@ -34,14 +34,15 @@ from cspnas.search.costs import CostMeter
 from cspnas.search.gate import MeasureGate
 from cspnas.search.ray_session import start_ray as _start_ray
 from cspnas.search.runner import run_search
-from cspnas.search.settings import Constraints, SearchSettings
+from cspnas.search.settings import Constraints, SearchSettings, search_training
 from cspnas.space import ArchConfig
 from cspnas.train import TrainConfig, train
 
 
 def search_side(tmp: Path, budget: int, epochs: int, concurrency: int) -> dict:
-    s = SearchSettings(name="overhead", results_dir=str(tmp), budget=budget, epochs=epochs,
-                       concurrency=concurrency, device="cpu", sampler="random", keep_weights="none")
+    s = SearchSettings(name="overhead", results_dir=str(tmp), budget=budget,
+                       train=search_training(epochs=epochs), concurrency=concurrency, device="cpu", sampler="random",
+                       keep_weights="none")
     t0 = time.perf_counter()
     _start_ray(s)
     ray_start = time.perf_counter() - t0
@@ -87,8 +88,8 @@ def bare_side(run_dir: Path, epochs: int) -> dict:
 
 
 def infeasible_side(tmp: Path, budget: int) -> dict:
-    s = SearchSettings(name="infeasible", results_dir=str(tmp), budget=budget, epochs=1, concurrency=2,
-                       device="cpu", sampler="random", constraints=Constraints(max_latency_ms=0.001))
+    s = SearchSettings(name="infeasible", results_dir=str(tmp), budget=budget, train=search_training(epochs=1),
+                       concurrency=2, device="cpu", sampler="random", constraints=Constraints(max_latency_ms=0.001))
     t0 = time.perf_counter()
     out = run_search(s, live=False, preflight=False)  # all-infeasible on purpose
     wall = time.perf_counter() - t0

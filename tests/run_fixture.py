@@ -21,7 +21,7 @@ from cspnas.cost import LatencySettings
 from cspnas.models import build_model
 from cspnas.objectives import DEFAULT_OBJECTIVES, references, told_values
 from cspnas.search.costs import CostMeter
-from cspnas.search.settings import Constraints, SearchSettings
+from cspnas.search.settings import Constraints, SearchSettings, search_training
 from cspnas.space import ArchConfig, StageConfig, StemConfig
 
 STAGE_TYPES = ("csp", "fusion_first", "fusion_last", "plain")
@@ -104,8 +104,8 @@ def make_run(tmp_path: Path, n: int = 12, *, name: str = "fixture", seed: int = 
         max_macs = float(pd.Series([r["macs"] for r in rows]).quantile(0.75))
     limits = Constraints(max_macs=int(max_macs), max_latency_ms=target_latency_ms)
     largest = {c: max(r[c] for r in rows) for c in ("params", "macs", "latency_ms", "memory_bytes")}
-    settings = SearchSettings(name=name, dataset="digits", epochs=epochs, budget=n, sampler="tpe", seed=seed,
-                              constraints=limits, objectives=objectives)
+    settings = SearchSettings(name=name, dataset="digits", train=search_training(epochs=epochs), budget=n,
+                              sampler="tpe", seed=seed, constraints=limits, objectives=objectives)
     config = run_format.new_config(
         settings=settings.to_dict(), space_yaml="", space_name="fixture", data={"name": "digits"},
         num_classes=NUM_CLASSES, in_chs=IN_CHS, input_size=INPUT_SIZE, train_device="cpu",

@@ -8,7 +8,7 @@ from cspnas.cost import LatencySettings
 from cspnas.run_format import full_fidelity, open_storage, open_study
 from cspnas.search.costs import CostMeter
 from cspnas.search.loop import RESAMPLE_LIMIT, Proposer, count_final, interrupted_to_failed
-from cspnas.search.settings import Constraints, SearchSettings
+from cspnas.search.settings import Constraints, SearchSettings, search_training
 from cspnas.space.searchspace import load_space
 
 IN_CHS, NUM_CLASSES, SIZE = 1, 10, 8
@@ -21,7 +21,7 @@ def meter():
 
 def proposer(tmp_path, meter, **kw):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings = SearchSettings(name="t", epochs=2, **kw)
+    settings = SearchSettings(name="t", train=search_training(epochs=2), **kw)
     study = open_study(open_storage(tmp_path / "study.db"), settings.objectives,
                        optuna.samplers.RandomSampler(seed=0), create=True)
     return Proposer(study, settings, load_space("default"), meter, IN_CHS, NUM_CLASSES)
@@ -131,7 +131,7 @@ def test_the_loop_counts_every_running_trial_and_times_epochs(tmp_path, meter, c
     from cspnas import run_format
     from cspnas.search.loop import SearchLoop
 
-    settings = SearchSettings(name="loop", epochs=2, budget=4, concurrency=2)
+    settings = SearchSettings(name="loop", train=search_training(epochs=2), budget=4, concurrency=2)
     run = tmp_path / "loop"
     config = run_format.new_config(settings=settings.to_dict(), space_yaml="", space_name="default", data={},
                                    num_classes=NUM_CLASSES, in_chs=IN_CHS, input_size=SIZE, train_device="cpu",

@@ -8,15 +8,16 @@ import pytest
 import cspnas
 from cspnas.cli import main
 from cspnas.search.runner import run_search
-from cspnas.search.settings import SearchSettings
+from cspnas.search.settings import SearchSettings, search_training
 from headless import find_chromium, load_page
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    out = run_search(SearchSettings(name="ci", results_dir=str(root), budget=4, epochs=1, concurrency=2,
-                                    device="cpu", sampler="random", latency_min_run_time_s=0.05), live=False)
+    out = run_search(SearchSettings(name="ci", results_dir=str(root), budget=4,
+                                    train=search_training(epochs=1), concurrency=2, device="cpu", sampler="random",
+                                    latency_min_run_time_s=0.05), live=False)
     import ray
 
     ray.shutdown()

@@ -20,7 +20,7 @@ import yaml
 from process_group import kill_group
 
 from cspnas.search.runner import run_search
-from cspnas.search.settings import SearchSettings
+from cspnas.search.settings import SearchSettings, search_training
 from cspnas.run_format import open_storage
 
 pytestmark = pytest.mark.slow
@@ -159,8 +159,8 @@ def test_a_second_resume_is_refused_and_a_killed_drivers_ray_processes_are_ended
 # -- resume continues the search ------------------------------------------------------------------
 
 def test_no_architecture_repeats_across_three_resumes(tmp_path):
-    settings = SearchSettings(name="run", results_dir=str(tmp_path), budget=3, epochs=1, sampler="random",
-                              device="cpu", concurrency=2, keep_weights="none")
+    settings = SearchSettings(name="run", results_dir=str(tmp_path), budget=3, train=search_training(epochs=1),
+                              sampler="random", device="cpu", concurrency=2, keep_weights="none")
     run_search(settings, live=False, dashboard=False)
     run = tmp_path / "run"
     for budget in (5, 7, 9):

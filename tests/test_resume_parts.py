@@ -23,7 +23,7 @@ from cspnas.search.interrupt import StopRequest, is_disk_full, resume_hint
 from cspnas.search.leftovers import end_leftovers, is_ray_process, local_ray_processes
 from cspnas.search.resume import record_resume, resume_settings
 from cspnas.search.runlock import Holder, RunLock, process_start_time, search_is_running
-from cspnas.search.settings import Constraints, SearchSettings
+from cspnas.search.settings import Constraints, SearchSettings, search_training
 
 HOLD = """
 import sys, time
@@ -124,12 +124,12 @@ def test_the_lock_records_ray_processes_for_the_next_search(tmp_path):
 
 # -- flags on resume ---------------------------------------------------------------------------
 
-RECORDED = SearchSettings(name="run", budget=10, epochs=3, sampler="random",
+RECORDED = SearchSettings(name="run", budget=10, train=search_training(epochs=3), sampler="random",
                           constraints=Constraints(max_macs=5_000_000)).to_dict()
 
 
 def test_flags_that_define_the_search_are_refused_by_name():
-    given = {"epochs": 5, "sampler": "tpe", "constraints.max_latency_ms": 8.0, "budget": 12}
+    given = {"train.epochs": 5, "sampler": "tpe", "constraints.max_latency_ms": 8.0, "budget": 12}
     with pytest.raises(CspnasError) as e:
         resume_settings("results/run", RECORDED, given, used=4)
     msg = str(e.value)
@@ -141,7 +141,8 @@ def test_flags_that_define_the_search_are_refused_by_name():
 
 
 def test_budget_concurrency_and_address_may_change_and_are_recorded():
-    given = {"budget": 12, "concurrency": 4, "address": "10.0.0.5:6379", "epochs": 3, "name": "other"}
+    given = {"budget": 12, "concurrency": 4, "address": "10.0.0.5:6379", "train.epochs": 3,
+             "name": "other"}
     settings, changed = resume_settings("results/run", RECORDED, given, used=4)
     assert SearchSettings.from_dict(settings) == SearchSettings.from_dict(
         {**RECORDED, "budget": 12, "concurrency": 4, "address": "10.0.0.5:6379"})

@@ -16,7 +16,7 @@ import yaml
 from cspnas.pareto import compute_front
 from cspnas.run_format import objectives_of, open_storage
 from cspnas.search.runner import run_search
-from cspnas.search.settings import Constraints, SearchSettings
+from cspnas.search.settings import Constraints, SearchSettings, search_training
 
 FINAL = {"complete", "infeasible", "pruned", "failed"}
 
@@ -31,7 +31,8 @@ def ray_session():
 
 
 def settings(tmp_path, name, **kw) -> SearchSettings:
-    base = dict(name=name, results_dir=str(tmp_path), budget=6, epochs=1, concurrency=2, device="cpu",
+    train = search_training(epochs=kw.pop("epochs", 1), **({"lr": kw.pop("lr")} if "lr" in kw else {}))
+    base = dict(name=name, results_dir=str(tmp_path), budget=6, train=train, concurrency=2, device="cpu",
                 latency_min_run_time_s=0.05)
     base.update(kw)
     return SearchSettings(**base)

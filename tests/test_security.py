@@ -6,7 +6,7 @@ import time
 import psutil
 
 from cspnas.search.runner import run_search
-from cspnas.search.settings import SearchSettings
+from cspnas.search.settings import SearchSettings, search_training
 
 
 def _our_listeners() -> set[tuple[int, str]]:
@@ -34,8 +34,9 @@ def test_local_search_listens_on_loopback_only(tmp_path):
 
     def search():
         try:
-            run_search(SearchSettings(name="sec", results_dir=str(tmp_path), budget=3, epochs=1, device="cpu",
-                                      sampler="random", latency_min_run_time_s=0.05), live=False)
+            run_search(SearchSettings(name="sec", results_dir=str(tmp_path), budget=3,
+                                      train=search_training(epochs=1), device="cpu", sampler="random",
+                                      latency_min_run_time_s=0.05), live=False)
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
         finally:

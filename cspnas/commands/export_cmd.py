@@ -7,7 +7,7 @@ def register(sub) -> None:
     p.add_argument("run", metavar="RUN", help="run directory written by `cspnas search` (results/<name>)")
     from cspnas.objectives import PICKS
 
-    p.add_argument("--pick", default="knee", metavar="|".join(["knee", *PICKS, "trial:N"]),
+    p.add_argument("--pick", default=None, metavar="|".join(["knee", *PICKS, "trial:N"]),
                    help="which trial: the front's knee (default), the best front trial in one objective ("
                         + ", ".join(f"{w}: {s.name}" for w, s in PICKS.items()) + "), or trial N")
     p.add_argument("--max-latency", default=None, metavar="TIME",
@@ -22,21 +22,22 @@ def register(sub) -> None:
 
 
 def run_export(args) -> int:
-    from cspnas.results.export import export_trial, parse_formats
-    from cspnas.run_format import load_run
     import pandas as pd
 
+    from cspnas.commands.flags import given
     from cspnas.objectives import OBJECTIVES
+    from cspnas.results.export import export_trial, parse_formats
+    from cspnas.run_format import load_run
     from cspnas.units import parse_duration_ms
 
     formats = parse_formats(args.format)
     max_latency = parse_duration_ms(args.max_latency) if args.max_latency is not None else None
     run = load_run(args.run)
-    done = export_trial(run, args.out, pick=args.pick, formats=formats, max_latency_ms=max_latency,
-                        backbone=args.backbone)
+    done = export_trial(run, args.out, formats=formats, max_latency_ms=max_latency, backbone=args.backbone,
+                        **given(args, "pick"))
     row = run.trial(done.trial)
     measured = [f"{s.title} {s.format(row[s.column])}" for s in OBJECTIVES.values() if pd.notna(row.get(s.column))]
-    print(f"trial {done.trial} ({args.pick}): {row['arch_summary']}, " + ", ".join(measured))
+    print(f"trial {done.trial} ({done.pick}): {row['arch_summary']}, " + ", ".join(measured))
     for check in done.checks:
         print(f"{check.file}: max abs diff vs PyTorch {check.max_abs_diff:.2e} "
               f"({'ok' if check.ok else 'FAILED'}, tolerance {check.tolerance:.2g})")

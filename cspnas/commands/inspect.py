@@ -6,10 +6,12 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from cspnas.commands.flags import given
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import PRESETS, build_model, load_arch
 from cspnas.space import stage_channels
 from cspnas.space.footprint import ensure_fits, footprint
+from cspnas.tables import print_table
 
 
 def presets_table(*, as_json: bool) -> int:
@@ -26,7 +28,7 @@ def presets_table(*, as_json: bool) -> int:
         table.add_column(col, justify="right" if col == "params" else "left")
     for r in rows:
         table.add_row(r["name"], f"{r['params']:,}", r["stages"])
-    Console().print(table)
+    print_table(table)
     return 0
 
 
@@ -38,13 +40,14 @@ def inspect_arch(args) -> int:
         from cspnas.errors import CspnasError
 
         raise CspnasError(f"--input-size must be >= 1, got {size}")
-    # before anything is allocated: MACs are counted at batch 1, latency and memory at --batch-size
-    batch = 1 if args.no_latency and not args.memory else max(1, args.batch_size or 1)
-    ensure_fits(footprint(arch, size).inference_bytes(batch), args.device,
+    # before anything is allocated (or a latency cap is judged): MACs are counted at batch 1, latency
+    # and memory at --batch-size
+    batch = 1 if args.no_latency and not args.memory else max(1, args.batch_size or LatencySettings.batch_size)
+    ensure_fits(footprint(arch, size).inference_bytes(batch), args.device or LatencySettings.device,
                 f"{args.arch} at {size}x{size}, batch {batch}, {arch.num_classes:,} classes",
                 "use a smaller --input-size, --batch-size or --num-classes")
-    settings = LatencySettings(device=args.device, batch_size=args.batch_size, in_chs=arch.in_chs, input_size=size,
-                               threads=args.threads, dtype=args.dtype)
+    settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
+                               **given(args, "backend", "device", "batch_size", "threads", "dtype"))
     model = build_model(arch)
     macs = count_macs(model, in_chs=arch.in_chs, input_size=size)
     latency = memory = None
@@ -74,7 +77,7 @@ def inspect_arch(args) -> int:
     }
     if latency is not None:
         out["latency_ms"] = {"median": latency.median_ms, "iqr": latency.iqr_ms, "runs": latency.runs,
-                             "noisy": latency.noisy, "settings": latency.settings.to_dict()}
+                             "noisy": latency.noisy, "settings": latency.settings.to_dict(), "backend": latency.backend}
     if memory is not None:
         out["peak_memory"] = {"bytes": memory.bytes, "method": memory.method}
     if args.json:
@@ -88,7 +91,7 @@ def _print_tables(out: dict) -> None:
     console = Console()
     table = Table(title=f"{out['arch']}  [dim]{out['summary']}  hash {out['arch_hash']}[/dim]")
     for col in ("part", "type/block", "depth", "stride", "channels", "split (blocks|skip)", "params", "MACs"):
-        table.add_column(col, justify="left" if col in ("part", "type/block") else "right")
+        table.add_column(col, justify="left" if col in ("part", "type/block") else "right", no_wrap=col == "part")
     table.add_row("stem", "", "", "", "", "", f"{out['stem']['params']:,}", f"{out['stem']['macs']:,}")
     for s in out["stages"]:
         split = "-" if s["split"] is None else f"{s['split'][0]}|{s['split'][1]}"
@@ -96,7 +99,7 @@ def _print_tables(out: dict) -> None:
                       f"{s['in_chs']}->{s['out_chs']}", split, f"{s['params']:,}", f"{s['macs']:,}")
     table.add_row("head", "", "", "", "", "", f"{out['head']['params']:,}", f"{out['head']['macs']:,}")
     table.add_row("[b]total", "", "", "", "", "", f"[b]{out['params']:,}", f"[b]{out['macs']:,}")
-    console.print(table)
+    print_table(table, console)
     console.print(f"input {tuple(out['input_shape'])}; MACs: {out['macs_convention']}")
     if "latency_ms" in out:
         lat = out["latency_ms"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cspnas.commands.flags import add_setting, given
 from cspnas.errors import CspnasError
+from cspnas.train.config import TrainConfig
 
 
 def register(sub) -> None:
@@ -17,26 +19,22 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default trained/<arch>-<dataset>); must be new or empty unless --resume")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out (same settings)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--batch-size", type=int, default=None, help="training batch size (default 128)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.2)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the initial weights, data order and augmentation (default 0)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
+    for flag, kind in (("--batch-size", int), ("--lr", float), ("--seed", int)):
+        add_setting(p, flag, TrainConfig, type=kind)
     p.set_defaults(func=run_train)
 
 
 def run_train(args) -> int:
     from cspnas.train.full import CHECKPOINT, FullTrainSettings, partial_dir, saved_settings, train_full
 
-    defaults = {"batch_size": 128, "lr": 0.2, "seed": 0}
-    given = {"dataset": args.dataset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "seed": args.seed}
+    names = ("dataset", "epochs", "batch_size", "lr", "seed")
     out = Path(args.out) if args.out else _default_out(args.arch, args.dataset)
     # a resume takes whatever was not given on the command line from the saved settings
     saved = saved_settings(out) if args.resume else {}
-    values = {k: v if v is not None else saved.get(k, defaults.get(k)) for k, v in given.items()}
+    values = {**{k: saved[k] for k in names if saved.get(k) is not None}, **given(args, *names)}
     for key in ("dataset", "epochs"):
-        if values[key] is None:
+        if key not in values:
             raise CspnasError(f"--{key} is required (e.g. --dataset digits --epochs 30)")
     settings = FullTrainSettings(**values)
     print(f"training {args.arch} on {settings.dataset} for {settings.epochs} epoch(s) into {out}"
@@ -47,8 +45,8 @@ def run_train(args) -> int:
               f"val acc {100 * epoch.val_acc:.2f}%, {epoch.seconds:.1f} s", flush=True)
 
     try:
-        result = train_full(args.arch, out, settings, data_dir=args.data_dir, device=args.device,
-                            resume=args.resume, on_epoch=report)
+        result = train_full(args.arch, out, settings, data_dir=args.data_dir, resume=args.resume, on_epoch=report,
+                            **given(args, "device"))
     except KeyboardInterrupt:
         if (partial_dir(out) / CHECKPOINT).is_file():
             print(f"the finished epochs are kept in {partial_dir(out)}; continue with "

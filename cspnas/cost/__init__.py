@@ -22,7 +22,9 @@ Conventions
 
   Darknet/YOLO "BFLOPs" are ``2 * MACs / 1e9``; ``torch.utils.flop_counter`` also counts
   2 per multiply-add but only for matmul/conv ops.
-* **Latency** (:func:`measure_latency`): a deep copy of the model is cast to
+* **Latency** (:func:`measure_latency`): timed by the backend ``LatencySettings.backend``
+  names (:mod:`cspnas.cost.backends`; each latency records its backend's description). The
+  default, ``torch``: a deep copy of the model is cast to
   ``LatencySettings.dtype`` (weights and input; no autocast: this is the deployed setting),
   optionally made channels_last, moved to the device and run in eval + inference mode.
   ``torch.utils.benchmark.Timer`` times it with ``threads`` intra-op threads after explicit
@@ -32,22 +34,20 @@ Conventions
   an op-level estimate on CPU (see :mod:`cspnas.cost.memory`); the method is reported.
 """
 
-from cspnas.cost.counting import MACS_CONVENTION, MacsCount, count_macs, count_params
-from cspnas.cost.latency import Latency, measure_latency
-from cspnas.cost.memory import PeakMemory, measure_peak_memory
-from cspnas.cost.report import CostReport, measure_cost
+from cspnas.cost.backends import LATENCY_BACKENDS, LatencyBackend, Timing, register_latency_backend
 from cspnas.cost.settings import LatencySettings
 
-__all__ = [
-    "MACS_CONVENTION",
-    "CostReport",
-    "Latency",
-    "LatencySettings",
-    "MacsCount",
-    "PeakMemory",
-    "count_macs",
-    "count_params",
-    "measure_cost",
-    "measure_latency",
-    "measure_peak_memory",
-]
+# Lazy: the measurements need torch and fvcore; the settings (read by every CLI parser) do not.
+_LAZY = {"MACS_CONVENTION": "counting", "MacsCount": "counting", "count_macs": "counting",
+         "count_params": "counting", "Latency": "latency", "measure_latency": "latency",
+         "PeakMemory": "memory", "measure_peak_memory": "memory", "CostReport": "report", "measure_cost": "report"}
+
+__all__ = ["LATENCY_BACKENDS", "LatencyBackend", "LatencySettings", "Timing", "register_latency_backend", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"cspnas.cost.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'cspnas.cost' has no attribute {name!r}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import asdict, dataclass, fields
-
-import torch
+from typing import TYPE_CHECKING
 
 from cspnas.errors import CspnasError
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names
 _DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 # Sane bounds, checked before anything is allocated: beyond them a measurement says nothing
 # about a deployed model, and memory runs out long before the timing ends.
@@ -36,6 +38,7 @@ class LatencySettings:
     ``threads`` is the torch intra-op thread count during timing (restored afterwards).
     """
 
+    backend: str = "torch"  # how it is timed: a registered LatencyBackend (cspnas.cost.backends)
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N"
     batch_size: int = 1
     in_chs: int = 3
@@ -49,6 +52,9 @@ class LatencySettings:
     def __post_init__(self) -> None:
         # Static checks only; whether a GPU is visible is checked when measuring,
         # so settings can be built and stored on a CPU-only machine.
+        from cspnas.cost.backends import check_latency_backend
+
+        check_latency_backend(self.backend)
         match = _DEVICE_RE.match(self.device) if isinstance(self.device, str) else None
         if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
             raise CspnasError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'")
@@ -65,8 +71,8 @@ class LatencySettings:
             raise CspnasError(f"latency setting warmup must be an integer >= 0, got {self.warmup!r}")
         if not isinstance(self.min_run_time_s, (int, float)) or not self.min_run_time_s > 0:
             raise CspnasError(f"latency setting min_run_time_s must be > 0 seconds, got {self.min_run_time_s!r}")
-        if self.dtype not in _DTYPES:
-            raise CspnasError(f"unknown dtype {self.dtype!r}; use one of {', '.join(_DTYPES)}")
+        if self.dtype not in DTYPES:
+            raise CspnasError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
         if self.dtype == "float16" and self.device == "cpu":
             raise CspnasError("float16 latency is only supported on cuda; use --dtype bfloat16 or float32 on cpu")
         if not isinstance(self.channels_last, bool):
@@ -74,7 +80,9 @@ class LatencySettings:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
+        import torch  # here, not at the top: the CLI reads these settings' defaults without torch
+
+        return getattr(torch, self.dtype)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -82,6 +90,8 @@ class LatencySettings:
 
     def torch_device(self) -> torch.device:
         """The device to run on; raises CspnasError if it is not visible on this machine."""
+        import torch
+
         if self.device.startswith("cuda"):
             if not torch.cuda.is_available():
                 raise CspnasError("cuda requested but no GPU is visible; use --device cpu")

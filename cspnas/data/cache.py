@@ -32,10 +32,11 @@ def fingerprint(source: Source) -> str:
     return h.hexdigest()
 
 
-def cache_path(cache_dir: Path, source: Source) -> Path:
-    # One file per source location: a changed source overwrites its entry instead of piling up.
+def cache_path(cache_dir: Path, source: Source, image_size: int | None = None) -> Path:
+    # One file per source location (and size): a changed source overwrites its entry instead of piling up.
     where = hashlib.sha256(str(Path(source.location).resolve()).encode()).hexdigest()[:12]
-    return cache_dir / "decoded" / f"{source.name}-{where}.safetensors"
+    size = "" if image_size is None else f"-{image_size}px"
+    return cache_dir / "decoded" / f"{source.name}-{where}{size}.safetensors"
 
 
 def load_cached(path: Path, expected: str) -> RawData | None:

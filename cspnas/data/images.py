@@ -120,3 +120,22 @@ class RawData:
         if top >= len(self.classes):
             raise CspnasError(f"decoded labels go up to {top} but there are only {len(self.classes)} "
                               "classes; the data files are corrupt or belong to another data set")
+
+    def resized(self, size: int) -> RawData:
+        """Every image at size x size: area averaging when shrinking (each output pixel is the mean
+        of the input pixels it covers), bilinear when enlarging; uint8 again, rounded."""
+        return replace(self, train_x=resize_images(self.train_x, size),
+                       test_x=None if self.test_x is None else resize_images(self.test_x, size))
+
+
+def resize_images(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> uint8 [N, C, size, size], `chunk` images at a time (bounded memory)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    shrink = size < min(x.shape[-2:])
+    out = [torch.nn.functional.interpolate(part.float(), size=(size, size),
+                                           mode="area" if shrink else "bilinear",
+                                           **({} if shrink else {"align_corners": False}))
+           .round_().clamp_(0, 255).to(torch.uint8)
+           for part in x.split(chunk)]
+    return torch.cat(out) if out else x.new_zeros((0, x.shape[1], size, size))

@@ -32,17 +32,20 @@ def find_source(name: str, data_dir: Path | None, download: bool) -> Source:
     return idx_source(name, data_dir, download)
 
 
-def _decode(source: Source, cache_dir: Path) -> RawData:
+def _decode(source: Source, cache_dir: Path, image_size: int | None = None) -> RawData:
+    """Decoded images (at image_size x image_size when given), from the cache when it is current.
+    A resized copy is cached on its own, so each size is decoded and resized once."""
     if source.location is None:
-        return source.decode()
-    fp = fingerprint(source)
-    path = cache_path(cache_dir, source)
+        raw = source.decode()
+        return raw if image_size is None else raw.resized(image_size)
+    fp = fingerprint(source) + ("" if image_size is None else f"|{image_size}px")
+    path = cache_path(cache_dir, source, image_size)
     raw = load_cached(path, fp)
     if raw is not None:
         log.info("loaded %s from cache %s", source.name, path)
         return raw
     start = time.perf_counter()
-    raw = source.decode()
+    raw = source.decode() if image_size is None else _decode(source, cache_dir).resized(image_size)
     log.info("decoded %s from %s in %.1f s", source.name, source.location, time.perf_counter() - start)
     try:
         save_cached(path, fp, raw)
@@ -54,20 +57,25 @@ def _decode(source: Source, cache_dir: Path) -> RawData:
 
 def load_dataset(name: str, data_dir: str | Path | None = None, *, val_fraction: float = 0.1,
                  split_seed: int = 0, cache_dir: str | Path | None = None,
-                 train_subset: int | None = None, download: bool = True) -> ImageData:
+                 train_subset: int | None = None, download: bool = True,
+                 image_size: int | None = None) -> ImageData:
     """Load data set ``name`` onto the CPU as uint8 tensors.
 
     ``val_fraction`` of the training data (stratified, chosen by ``split_seed``) becomes the
     validation split that the search scores on; the official test set, if any, is kept apart.
     ``train_subset`` then keeps a stratified random subset of that many training images (the
-    validation split is unaffected), for quick CPU experiments.
+    validation split is unaffected), for quick CPU experiments. ``image_size`` resizes every
+    image to image_size x image_size once, at load (area averaging when shrinking), and caches it.
     """
     if name not in DATASETS:
         raise CspnasError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if not 0.0 < val_fraction < 1.0:
         raise CspnasError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     source = find_source(name, Path(data_dir).expanduser() if data_dir is not None else None, download)
-    raw = _decode(source, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
+    if image_size is not None and image_size < 1:
+        raise CspnasError(f"--image-size must be >= 1, got {image_size}")
+    raw = _decode(source, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
+                  image_size)
 
     train_idx, val_idx = stratified_split(raw.train_y, val_fraction, split_seed)
     if len(train_idx) == 0 or len(val_idx) == 0:

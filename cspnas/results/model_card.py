@@ -59,7 +59,9 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         f"# cspnas model: trial {trial} of run {_code(run.name)}",
         "",
         f"Architecture `{arch.summary()}` (arch hash `{arch.arch_hash()}`), {arch.num_classes} classes, "
-        f"input {_text(shape)} float32 NCHW. Picked as {chosen}.",
+        f"input {_text(shape)} float32 NCHW. Picked as {chosen}."
+        + (f" The search resized every image to {size}x{size} at load (`--image-size`; area averaging when "
+           "shrinking): resize inputs the same way." if run.setting("image_size") else ""),
         "",
         "## Metrics",
         "",

@@ -12,6 +12,7 @@ from rich.table import Table
 from cspnas.errors import CspnasError
 from cspnas.objectives import COLUMNS, OBJECTIVES, Spec
 from cspnas.run_format import Run
+from cspnas.tables import print_table
 
 FRONT_REPORT_COLUMNS = ("trial", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights")
 
@@ -100,7 +101,7 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
         table.add_row(str(row["trial"]), str(row["arch_summary"]), *(s.cell(row) for s in shown),
                       "◆" if row["knee"] else "")
     if len(front):
-        console.print(table)
+        print_table(table, console)
     else:
         console.print(f"[yellow]{run.name}: no feasible complete trial yet, so the Pareto front is empty[/yellow]")
     console.print(totals_line(totals))

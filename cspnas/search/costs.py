@@ -53,9 +53,9 @@ class CostMeter:
             lat = measure_latency(model, settings)
         memory = measure_peak_memory(model, replace(settings, batch_size=1)).activation_bytes
         return {"params": params, "macs": macs, "latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
-                "latency_runs": lat.runs, "latency_noisy": lat.noisy, "memory_bytes": memory,
-                "cost_seconds": time.perf_counter() - start}
+                "latency_runs": lat.runs, "latency_noisy": lat.noisy, "latency_backend": lat.backend,
+                "memory_bytes": memory, "cost_seconds": time.perf_counter() - start}
 
 
-_KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "memory_bytes",
-         "cost_seconds")
+_KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "latency_backend",
+         "memory_bytes", "cost_seconds")

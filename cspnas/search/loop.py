@@ -136,7 +136,7 @@ class Proposer:
         for key, value in values.items():
             trial.set_constraint(key, value)
         attrs = {"arch": arch.to_json(indent=None), "arch_hash": arch.arch_hash(), "arch_summary": arch.summary(),
-                 **cost, "feasible": not violations, "violations": violations, "epochs": s.epochs,
+                 **cost, "feasible": not violations, "violations": violations, "epochs": s.train.epochs,
                  "epochs_done": 0, "status": "running"}
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
@@ -307,13 +307,13 @@ class SearchLoop:
         if status == "failed" and is_disk_full(reason):  # the trial is not at fault: stop, re-queue it
             self.disk_full = reason
             interrupt(self.study, trial, trial.user_attrs)
-        elif self.stopping and not (status == "complete" and full_fidelity(epochs_done, self.settings.epochs)):
+        elif self.stopping and not (status == "complete" and full_fidelity(epochs_done, self.settings.train.epochs)):
             interrupt(self.study, trial, trial.user_attrs)  # its worker saw the Ctrl-C too
         elif error:
             tell(trial, "failed", reason="the trial's worker process crashed or was lost (see Ray logs)")
         elif status == "failed":
             tell(trial, "failed", reason=reason or "unknown")
-        elif status == "complete" and full_fidelity(epochs_done, self.settings.epochs):
+        elif status == "complete" and full_fidelity(epochs_done, self.settings.train.epochs):
             if result.get("weights"):
                 trial.set_user_attr("weights", result["weights"])
             tell(trial, "complete", accuracy=float(result["val_acc"]))
@@ -376,7 +376,7 @@ class SearchLoop:
                       infeasible=states.get("infeasible", 0), failed=states.get("failed", 0),
                       pruned=states.get("pruned", 0), best_accuracy=float(max(complete)) if len(complete) else None,
                       front_size=len(self.front), hypervolume=self.hypervolume, elapsed_s=now - self.t0,
-                      epochs=self.settings.epochs, epoch_seconds=seconds / epochs if epochs else None,
+                      epochs=self.settings.train.epochs, epoch_seconds=seconds / epochs if epochs else None,
                       trained_share=(done - untrained) / done if done else 1.0,
                       concurrency=self.settings.concurrency)
 

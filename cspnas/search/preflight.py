@@ -54,10 +54,10 @@ def check_largest_fits(space: SearchSpace, settings: SearchSettings, meter: Cost
     sizes = [footprint(a, size) for a in corners]
     fix = "use a smaller space (widths, depths) or input size"
     if not settings.address:
-        need = max(f.training_bytes(settings.batch_size) for f in sizes) * settings.concurrency
+        need = max(f.training_bytes(settings.train.batch_size) for f in sizes) * settings.concurrency
         ensure_fits(need, str(resolve_device(settings.device)),
                     f"the largest candidate of space '{space.name}', {settings.concurrency} training at once in "
-                    f"batches of {settings.batch_size} at {size}x{size},", f"{fix}, --batch-size or --concurrency")
+                    f"batches of {settings.train.batch_size} at {size}x{size},", f"{fix}, --batch-size or --concurrency")
     lat = meter.latency
     ensure_fits(max(f.inference_bytes(lat.batch_size) for f in sizes), lat.device,
                 f"timing the largest candidate of space '{space.name}' at batch {lat.batch_size}",

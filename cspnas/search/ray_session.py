@@ -74,4 +74,21 @@ def start_ray(settings: SearchSettings) -> None:
 
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         ray_constants.ENABLE_RAY_CLUSTER = False
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **kwargs)
+        # Ray 2.60 turns on token authentication for a new local cluster and says so on every start.
+        # We keep the authentication (it also guards loopback against other local users) and drop
+        # only that notice: a private cluster that lives and dies with this search needs no advice
+        # on opting out. RAY_AUTH_MODE cannot be set here instead: Ray reads it once, at import.
+        # --address clusters are untouched: their auth errors and warnings all reach the user.
+        notices = logging.getLogger(_RAY_AUTH_LOGGER)
+        notices.addFilter(_drop_local_auth_notice)
+        try:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **kwargs)
+        finally:
+            notices.removeFilter(_drop_local_auth_notice)
+
+
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _drop_local_auth_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Token authentication is enabled for this Ray cluster")

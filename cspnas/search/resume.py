@@ -85,13 +85,16 @@ def check_resume(run_dir: Path, given: dict[str, Any]) -> tuple[dict, dict, int,
     """Everything a resume must pass before it touches RUN: the run's config, a sound study.db,
     the flags. Returns (config with the changes applied, the changes, budget used, trials in the study)."""
     from cspnas.run_format import FINAL_STATES, STUDY, read_config
+    from cspnas.search.settings import SearchSettings
 
     config = read_config(run_dir)
     if not (run_dir / STUDY).is_file():
         raise CspnasError(f"{run_dir}: study.db is missing, nothing to resume; start a new run with another --name")
     check_study_db(run_dir / STUDY)
     used, trials = trial_counts(run_dir / STUDY, FINAL_STATES)
-    config["settings"], changed = resume_settings(run_dir, config["settings"], given, used)
+    # compared in today's layout: a run of cspnas <= 0.1.0 recorded the trials' training flat
+    recorded = SearchSettings.from_dict(config["settings"]).to_dict()
+    config["settings"], changed = resume_settings(run_dir, recorded, given, used)
     return config, changed, used, trials
 
 

@@ -7,8 +7,9 @@ references), study.db (Optuna, the single source of truth), trials.csv / pareto.
 from __future__ import annotations
 
 import signal
+import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.ray_session import start_ray
 from cspnas.search.resume import check_resume, record_resume, sampler_seed
 from cspnas.search.runlock import RunLock
-from cspnas.search.settings import TRAIN_PRECISIONS, SearchSettings
+from cspnas.search.settings import SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace, load_space, parse_space
 
@@ -104,12 +105,13 @@ def _resolve_train_device(settings: SearchSettings) -> str:
 
 def run_search(settings: SearchSettings | None = None, *, resume: str | Path | None = None,
                budget: int | None = None, given: dict[str, Any] | None = None, live: bool | None = None,
-               preflight: bool = True, dashboard: bool = True) -> SearchOutcome:
+               preflight: bool = True, dashboard: bool = True, estimate: bool = False) -> SearchOutcome:
     """Search (or resume RUN) to the budget. `given`: on resume, the settings the user gave again
     (flattened keys, see resume.resume_settings); `budget` is short for given={"budget": N}.
     `preflight=False` skips the check that the hard limits
     can be met at all (see preflight.check_constraints_reachable), e.g. to benchmark an all-infeasible search.
-    `dashboard=False` (the CLI's --no-dashboard) never writes RUN/dashboard.html, not even while searching."""
+    `dashboard=False` (the CLI's --no-dashboard) never writes RUN/dashboard.html, not even while searching.
+    `estimate=True` (the CLI's) prints what the search will roughly cost before it starts."""
     t0 = time.monotonic()
     changed, used, trials_before = {}, 0, 0
     if resume is not None:
@@ -127,10 +129,10 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         start_ray(settings)  # join before any file exists: a wrong address or token leaves no run behind
 
     data = load_dataset(settings.dataset, settings.data_dir, val_fraction=settings.val_fraction,
-                        split_seed=settings.seed, train_subset=settings.train_subset)
+                        split_seed=settings.seed, train_subset=settings.train_subset, image_size=settings.image_size)
     train_device = _resolve_train_device(settings)
     input_size = settings.latency_input_size or data.input_size
-    latency = LatencySettings(device=settings.latency_device, batch_size=settings.latency_batch_size,
+    latency = LatencySettings(backend=settings.latency_backend, device=settings.latency_device, batch_size=settings.latency_batch_size,
                               in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
                               dtype=settings.latency_dtype, min_run_time_s=settings.latency_min_run_time_s)
     try:
@@ -156,6 +158,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
             record_resume(config, changed, used)
             run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
         crash_point("after_config")
+        if estimate:  # what the search will roughly cost (cspnas/search/estimate.py), before any training
+            _print_estimate(space, data, settings, train_device)
         study = run_format.open_study(run_format.open_storage(run_dir / run_format.STUDY), settings.objectives,
                                       make_sampler(settings.sampler, settings.seed, trials_before))
         loop = SearchLoop(settings=settings, space=space, config=config, run_dir=run_dir, study=study, meter=meter,
@@ -184,10 +188,19 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                          wall_seconds=time.monotonic() - t0)
 
 
+def _print_estimate(space, data, settings: SearchSettings, train_device: str) -> None:
+    from cspnas.search.estimate import estimate_search
+
+    found = estimate_search(space, data, replace(settings.train, device=train_device), budget=settings.budget,
+                            concurrency=settings.concurrency, threads=max(1, int(settings.cpus_per_trial)),
+                            seed=settings.seed)
+    for line in found.lines() if found is not None else ["estimate: skipped (trials train on the cluster's GPUs)"]:
+        print(line, file=sys.stderr, flush=True)
+
+
 def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str, Any]:
     """TrainConfig keyword arguments for every trial of this search."""
-    return {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr,
-            "seed": settings.seed, "device": train_device, **TRAIN_PRECISIONS[settings.train_precision]}
+    return asdict(replace(settings.train, device=train_device))
 
 
 def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> dict[str, Any]:
@@ -195,8 +208,10 @@ def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> d
     # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
     data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
     data_spec = {"name": settings.dataset, "data_dir": data_dir, "val_fraction": settings.val_fraction,
-                 "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False}
+                 "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False,
+                 "image_size": settings.image_size}
     return {"run_dir": str(run_dir.resolve()), "data": data_spec, "train": trial_train_config(settings, train_device),
+            "evaluator": settings.evaluator,
             "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial))}
 
 
@@ -218,5 +233,5 @@ def _scheduler(settings: SearchSettings):
 
     from cspnas.search.searcher import METRIC, MODE
 
-    return ASHAScheduler(metric=METRIC, mode=MODE, time_attr="epoch", max_t=settings.epochs,
+    return ASHAScheduler(metric=METRIC, mode=MODE, time_attr="epoch", max_t=settings.train.epochs,
                          grace_period=1, reduction_factor=2)

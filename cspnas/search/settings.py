@@ -1,11 +1,15 @@
 """Search settings: everything needed to rerun a search, recorded as the run's config.yaml."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from cspnas.cost.backends import check_latency_backend
+from cspnas.cost.settings import LatencySettings
 from cspnas.errors import CspnasError
 from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
+from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
+from cspnas.train.config import TrainConfig
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc")
 SCHEDULERS = ("none", "asha")
@@ -32,57 +36,79 @@ class Constraints:
         return check_limits(self.limits(), cost)
 
 
+def _setting(default: Any = MISSING, help: str = "", **kw: Any) -> Any:
+    """A settings field whose help text (the CLI's) lives beside its default."""
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def search_training(**changes: Any) -> TrainConfig:
+    """The brief training of every trial: TrainConfig's recipe in fp32, with `changes`.
+
+    fp32 (cuDNN may use TF32): on an H100 the brief proxy trainings ran 0.75-0.94x as fast with
+    bf16 autocast + channels_last (results/benchmarks/gpu_check.json, gpu_precision_32px.json).
+    """
+    return TrainConfig(**{**TRAIN_PRECISIONS["fp32"], **changes})
+
+
 @dataclass(frozen=True)
 class SearchSettings:
+    """Every setting of a search: the one place their defaults and help texts live.
+
+    `train` is the trials' training recipe; its seed and device are this search's `seed` and
+    `device` (kept in step here, written once in config.yaml).
+    """
+
     name: str
-    results_dir: str = "results"
-    space: str = "default"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    val_fraction: float = 0.1
-    train_subset: int | None = None
-    budget: int = 50
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.2
-    concurrency: int = 2
-    sampler: str = "tpe"
-    scheduler: str = "none"
-    seed: int = 0
-    device: str = "auto"  # training device
-    # fp32 (cuDNN may use TF32): on an H100 the brief proxy trainings ran 0.75-0.94x as fast with
-    # bf16 autocast + channels_last (results/benchmarks/gpu_check.json, gpu_precision_32px.json).
-    # No effect on the CPU.
-    train_precision: str = "fp32"
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None  # None: 1 / concurrency when training on CUDA
+    results_dir: str = _setting("results", "where run directories are written")
+    space: str = _setting("default", "bundled space name or YAML path")
+    dataset: str = _setting("digits", "digits (bundled) | cifar10 | cifar100 | mnist | fashion-mnist | folder")
+    data_dir: str | None = _setting(None, "where the data set's files are (folder: train/ and val/ or test/)")
+    val_fraction: float = _setting(0.1, "share of the training data held out for validation")
+    train_subset: int | None = _setting(None, "train on a stratified subset of N images")
+    budget: int = _setting(50, "architectures to evaluate, infeasible ones included")
+    train: TrainConfig = _setting(default_factory=search_training, help="brief training of every trial")
+    evaluator: str = _setting(DEFAULT_EVALUATOR, "how a candidate is scored (cspnas.search.evaluators)")
+    concurrency: int = _setting(2, "trials trained at once")
+    sampler: str = _setting("tpe", " | ".join(SAMPLERS))
+    scheduler: str = _setting("none", "none | asha (early stopping; stopped trials never reach the front)")
+    seed: int = _setting(0, "seed of the sampler, the validation split and every trial's training")
+    device: str = _setting("auto", "training device: auto | cpu | cuda")
+    cpus_per_trial: float = _setting(1.0, "CPUs reserved per trial (fractions pack trials per core)")
+    gpus_per_trial: float | None = _setting(None, "GPU share per trial (default min(1, GPUs / concurrency) "
+                                                  "when training on CUDA)")
     constraints: Constraints = field(default_factory=Constraints)
-    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES  # see cspnas.objectives; accuracy is always one
-    latency_device: str = "cpu"
-    latency_batch_size: int = 1
-    latency_threads: int = 1
-    latency_dtype: str = "float32"
-    latency_input_size: int | None = None  # None: the data set's image size
-    latency_min_run_time_s: float = 0.1
-    keep_weights: str = "front"  # front | all | none
-    address: str | None = None  # join an existing Ray cluster instead of starting a local one
+    objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
+                                           + "; accuracy is always one; a resumed run keeps its own")
+    latency_backend: str = _setting(LatencySettings.backend, "how latency is measured (see cspnas.cost.backends)")
+    latency_device: str = _setting(LatencySettings.device, "device latency is measured on")
+    latency_batch_size: int = _setting(LatencySettings.batch_size, "batch size of the latency measurement")
+    latency_threads: int = _setting(LatencySettings.threads, "CPU threads of the latency measurement")
+    latency_dtype: str = _setting(LatencySettings.dtype, "float32 | bfloat16 | float16 (cuda)")
+    latency_input_size: int | None = _setting(None, "input side of the latency measurement "
+                                                    "(default: the training image size)")
+    # shorter than LatencySettings' 0.2 s: every candidate is timed while all training waits
+    latency_min_run_time_s: float = _setting(0.1, "timing budget per candidate, in seconds")
+    image_size: int | None = _setting(None, "train and measure at N x N pixels, images resized once at load "
+                                            "(default: the data set's own size)")
+    keep_weights: str = _setting("front", "front | all | none: whose trained weights are kept")
+    address: str | None = _setting(None, "join an existing Ray cluster (e.g. 10.0.0.5:6379)")
 
     def __post_init__(self) -> None:
+        # one seed and one device for the whole search: the trials' recipe follows them
+        object.__setattr__(self, "train", replace(self.train, seed=self.seed, device=self.device))
+        check_evaluator(self.evaluator)
+        check_latency_backend(self.latency_backend)
         checks = [
             (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
-            (self.train_precision in TRAIN_PRECISIONS,
-             f"--train-precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.train_precision!r}"),
             (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
+            (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
             (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              f"--name must be a plain directory name, got {self.name!r}"),
         ]
@@ -94,15 +120,33 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["constraints"] = asdict(self.constraints)
+        d["train"] = {k: v for k, v in asdict(self.train).items() if k not in _FROM_SEARCH}
         d["objectives"] = list(self.objectives)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchSettings":
+        d = dict(d)
+        # config.yaml of cspnas <= 0.1.0 spelled the trials' training flat
+        flat = {k: d.pop(k) for k in _FLAT_TRAIN if k in d}
+        train = dict(d.get("train") or {})
+        precision = flat.pop("train_precision", None)
+        if precision is not None:
+            if precision not in TRAIN_PRECISIONS:
+                raise CspnasError(f"config.yaml: train_precision must be one of {', '.join(TRAIN_PRECISIONS)}, "
+                                  f"got {precision!r}")
+            train.update(TRAIN_PRECISIONS[precision])
+        train.update(flat)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise CspnasError(f"config.yaml: unknown setting(s) {unknown}; was it written by another cspnas version?")
-        d = dict(d)
         d["constraints"] = Constraints(**(d.get("constraints") or {}))
+        d["train"] = TrainConfig.from_dict({**asdict(search_training()), **train})
         return cls(**d)
+
+
+# TrainConfig fields that are the search's own settings, not part of the recipe
+_FROM_SEARCH = ("seed", "device")
+# the flat keys of cspnas <= 0.1.0's config.yaml and where they live now (train_precision: bf16 + channels_last)
+_FLAT_TRAIN = ("epochs", "batch_size", "lr", "train_precision")

@@ -17,10 +17,11 @@ from ray import tune
 
 from cspnas.data import ImageData, load_dataset
 from cspnas.models import build_model
+from cspnas.search.evaluators import DEFAULT_EVALUATOR, candidate_evaluator
 from cspnas.search.faults import trial_fault
 from cspnas.search.gate import MeasureGate
 from cspnas.space import ArchConfig
-from cspnas.train import TrainConfig, TrainingDiverged, train
+from cspnas.train import TrainConfig, TrainingDiverged
 from cspnas.train.checkpoint import save_weights
 
 # One decoded data set per worker process: with actor reuse, later trials skip loading.
@@ -46,9 +47,12 @@ def _node_id() -> str:
 
 
 def train_candidate(config: dict[str, Any]) -> None:
-    """config: trial, arch (JSON), run_dir, data (load_dataset kwargs), train (TrainConfig kwargs), keep_weights, threads."""
+    """config: trial, arch (JSON), run_dir, data (load_dataset kwargs), train (TrainConfig kwargs), evaluator
+    (a registered name), keep_weights, threads."""
     torch.set_num_threads(int(config["threads"]))
     cfg = TrainConfig(**config["train"])
+    evaluator = candidate_evaluator(config.get("evaluator", DEFAULT_EVALUATOR))
+    rounds = evaluator.rounds(cfg)
     run_dir = Path(config["run_dir"])
     trial = int(config["trial"])
     history: list[float] = []
@@ -76,7 +80,7 @@ def train_candidate(config: dict[str, Any]) -> None:
             history.append(rep.val_acc)
             if rep.epoch == 1:
                 trial_fault(run_dir, trial)  # tests only (CSPNAS_TEST_FAULT); a no-op otherwise
-            done = rep.epoch == cfg.epochs
+            done = rep.epoch == rounds
             if done and config["keep_weights"]:
                 save_weights(model, weights)  # before the final report: Tune may stop us right after it
             report("complete" if done else "running", rep.epoch,
@@ -86,7 +90,7 @@ def train_candidate(config: dict[str, Any]) -> None:
         sync = torch.cuda.synchronize if on_cuda else None
         try:
             with MeasureGate(run_dir / ".locks").training(before_pause=sync) as gate_pass:
-                train(model, data, cfg, on_epoch=on_epoch, step_hook=gate_pass.checkpoint)
+                evaluator.evaluate(model, data, cfg, on_round=on_epoch, step_hook=gate_pass.checkpoint)
         finally:
             gate_pass = None  # the gate is closed; reports from here on need no release
     except TrainingDiverged as e:

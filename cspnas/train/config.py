@@ -1,11 +1,13 @@
 """Training settings and the device they resolve to."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
-import torch
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from cspnas.errors import CspnasError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -17,15 +19,15 @@ class TrainConfig:
     padding from the input size: 1 px for 8x8 digits up to 4 px for 32 px and larger images.
     """
 
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.2
+    epochs: int = field(default=5, metadata={"help": "training epochs (the LR schedule spans all of them)"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size"})
+    lr: float = field(default=0.2, metadata={"help": "peak learning rate"})
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     warmup_epochs: float = 0.5
-    seed: int = 0
+    seed: int = field(default=0, metadata={"help": "seed of the initial weights, data order and augmentation"})
     device: str = "cpu"
     bf16: bool = True
     channels_last: bool = True
@@ -34,10 +36,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (not self.nesterov or self.momentum > 0, "nesterov needs momentum > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
@@ -66,6 +68,8 @@ class TrainConfig:
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available else CPU; 'cuda'/'cuda:N' must actually be available."""
+    import torch  # here, not at the top: the CLI reads TrainConfig's defaults without torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

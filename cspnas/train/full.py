@@ -22,6 +22,7 @@ import torch
 from cspnas.errors import CspnasError, DiskFullError
 from cspnas.fsutil import check_writable_dir, staged_dir, write_atomic
 from cspnas.train.checkpoint import save_weights
+from cspnas.train.config import TrainConfig
 
 SETTINGS, ARCH, CHECKPOINT, WEIGHTS, METRICS = ("settings.json", "arch.json", "checkpoint.pt",
                                                 "weights.safetensors", "metrics.json")
@@ -29,13 +30,14 @@ SETTINGS, ARCH, CHECKPOINT, WEIGHTS, METRICS = ("settings.json", "arch.json", "c
 
 @dataclass(frozen=True)
 class FullTrainSettings:
-    """What makes two invocations the same training job (compared on --resume)."""
+    """What makes two invocations the same training job (compared on --resume); the recipe's
+    defaults are TrainConfig's."""
 
     dataset: str
     epochs: int
-    batch_size: int = 128
-    lr: float = 0.2
-    seed: int = 0
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    seed: int = TrainConfig.seed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +61,7 @@ def train_full(arch_source: str | Path, out: str | Path, settings: FullTrainSett
     from cspnas.data import load_dataset
     from cspnas.models import load_arch
     from cspnas.space.footprint import ensure_fits, footprint
-    from cspnas.train import TrainConfig, resolve_device
+    from cspnas.train import resolve_device
 
     out = Path(out).expanduser()
     arch = load_arch(arch_source)  # before anything touches `out`: a bad arch writes nothing

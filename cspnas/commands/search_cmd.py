@@ -54,11 +54,19 @@ def register(sub) -> None:
     p.set_defaults(func=_space)
 
 
+def _limit(spec, text: str):
+    """A limit flag's value, or one line that names the flag."""
+    try:
+        return spec.parse(text)
+    except CspnasError as e:
+        raise CspnasError(f"{spec.flag} {text}: {e}") from None
+
+
 def _settings(args):
     from cspnas.objectives import constraint_flags
     from cspnas.search.settings import TRAIN_PRECISIONS, Constraints, SearchSettings, search_training
 
-    constraints = Constraints(**{s.limit: s.parse(getattr(args, s.limit)) for s in constraint_flags()
+    constraints = Constraints(**{s.limit: _limit(s, getattr(args, s.limit)) for s in constraint_flags()
                                  if getattr(args, s.limit)})
     train = given(args, *(flag[2:].replace("-", "_") for flag, _, _ in _TRAIN_FLAGS))
     if args.train_precision is not None:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cspnas.errors import CspnasError
+from cspnas.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -46,32 +46,11 @@ class LatencyBackend(ABC):
         """Median forward latency of `model` as deployed under `settings`."""
 
 
-# name -> backend class, or "module:Class" for a built-in one (imported when first used, so
-# settings can be checked without importing torch)
-LATENCY_BACKENDS: dict[str, type[LatencyBackend] | str] = {"torch": "cspnas.cost.latency:TorchEagerBackend"}
-
-
-def register_latency_backend(cls: type[LatencyBackend]) -> type[LatencyBackend]:
-    """Class decorator: make a backend selectable as LatencySettings(backend=cls.name)."""
-    known = LATENCY_BACKENDS.get(cls.name)
-    if known is not None and known is not cls and known != f"{cls.__module__}:{cls.__qualname__}":
-        raise ValueError(f"latency backend {cls.name!r} is already registered by {known}")
-    LATENCY_BACKENDS[cls.name] = cls
-    return cls
-
-
-def check_latency_backend(name: str) -> None:
-    if name not in LATENCY_BACKENDS:
-        raise CspnasError(f"unknown latency backend {name!r}; choose one of {', '.join(sorted(LATENCY_BACKENDS))} "
-                          "(a new one is a LatencyBackend registered in cspnas/cost/)")
+LATENCY_BACKENDS = Registry("latency backend", "a LatencyBackend registered in cspnas/cost/",
+                            {"torch": "cspnas.cost.latency:TorchEagerBackend"})
+register_latency_backend = LATENCY_BACKENDS.register  # class decorator: LatencySettings(backend=cls.name)
+check_latency_backend = LATENCY_BACKENDS.check
 
 
 def latency_backend(name: str) -> LatencyBackend:
-    check_latency_backend(name)
-    cls = LATENCY_BACKENDS[name]
-    if isinstance(cls, str):
-        import importlib
-
-        module, _, attr = cls.partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    return cls()
+    return LATENCY_BACKENDS.create(name)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from cspnas.errors import CspnasError
+from cspnas.registry import Registry
 
 if TYPE_CHECKING:  # the settings check names without importing torch
     from torch import nn
@@ -50,27 +50,14 @@ class CandidateEvaluator(ABC):
         """Score `model` on `data`, calling `on_round` after every round."""
 
 
-EVALUATORS: dict[str, type[CandidateEvaluator]] = {}
+EVALUATORS = Registry("evaluator", "a CandidateEvaluator registered in cspnas/search/evaluators.py")
 DEFAULT_EVALUATOR = "brief-training"
-
-
-def register_evaluator(cls: type[CandidateEvaluator]) -> type[CandidateEvaluator]:
-    """Class decorator: make an evaluator selectable as SearchSettings(evaluator=cls.name)."""
-    if cls.name in EVALUATORS and EVALUATORS[cls.name] is not cls:
-        raise ValueError(f"evaluator {cls.name!r} is already registered by {EVALUATORS[cls.name]}")
-    EVALUATORS[cls.name] = cls
-    return cls
-
-
-def check_evaluator(name: str) -> None:
-    if name not in EVALUATORS:
-        raise CspnasError(f"unknown evaluator {name!r}; choose one of {', '.join(sorted(EVALUATORS))} "
-                          "(a new one is a CandidateEvaluator registered in cspnas/search/evaluators.py)")
+register_evaluator = EVALUATORS.register  # class decorator: SearchSettings(evaluator=cls.name)
+check_evaluator = EVALUATORS.check
 
 
 def candidate_evaluator(name: str) -> CandidateEvaluator:
-    check_evaluator(name)
-    return EVALUATORS[name]()
+    return EVALUATORS.create(name)
 
 
 @register_evaluator

@@ -328,7 +328,13 @@ class SearchLoop:
         self.proposer.told.clear()
         if not (started and self.trials is not None and time.monotonic() - self._last_tables < 2.0):
             self._last_tables = time.monotonic()
-            self._write_tables()
+            try:
+                self._write_tables()
+            except Exception as e:  # called from Ray's callbacks: a full disk stops the search, not Ray
+                if not is_disk_full(e):
+                    raise
+                self.disk_full = self.disk_full or _first_line(e)  # study.db has it all; resume rewrites the tables
+                return
             if self.dashboard:
                 self._refresh_dashboard()
         self.progress.update(self.status())

@@ -39,33 +39,29 @@ def parse_duration_ms(text: str | float | int) -> float:
     return value
 
 
-def parse_count(text: str | int | float) -> int:
-    """'300M' -> 300_000_000, '5M' -> 5_000_000, '1.2G' -> 1_200_000_000, '12k' -> 12_000, '1000' -> 1000."""
+def _parse_scaled(text: str | int | float, pattern, units: dict[str, float], kind: str, how: str, example: str) -> int:
+    """A positive whole quantity written as a number with an optional unit suffix (counts, bytes)."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
-        match = _COUNT_RE.match(str(text))
-        if match is None or match.group(3).lower() not in _COUNT_UNITS:
-            raise CspnasError(f"cannot read count {text!r}; write a number with an optional k/M/G suffix, "
-                              "e.g. 300M or 1.2G")
-        value = _number(match.group(1), match.group(2)) * _COUNT_UNITS[match.group(3).lower()]
+        match = pattern.match(str(text))
+        if match is None or match.group(3).lower() not in units:
+            raise CspnasError(f"cannot read {kind} {text!r}; write a number {how}")
+        value = _number(match.group(1), match.group(2)) * units[match.group(3).lower()]
     if not math.isfinite(value) or value <= 0:
-        raise CspnasError(f"count {text!r} must be positive, e.g. 300M")
+        raise CspnasError(f"{kind} {text!r} must be positive, e.g. {example}")
     return int(round(value))
+
+
+def parse_count(text: str | int | float) -> int:
+    """'300M' -> 300_000_000, '5M' -> 5_000_000, '1.2G' -> 1_200_000_000, '12k' -> 12_000, '1000' -> 1000."""
+    return _parse_scaled(text, _COUNT_RE, _COUNT_UNITS, "count",
+                         "with an optional k/M/G suffix, e.g. 300M or 1.2G", "300M")
 
 
 def parse_bytes(text: str | int | float) -> int:
     """'4MB' -> 4_000_000, '4MiB' -> 4_194_304, '512kB' -> 512_000, '1000' -> 1000 (bytes)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        match = _BYTES_RE.match(str(text))
-        if match is None or match.group(3).lower() not in _BYTE_UNITS:
-            raise CspnasError(f"cannot read size {text!r}; write a number with a unit, e.g. 4MB, 512kB or 2MiB")
-        value = _number(match.group(1), match.group(2)) * _BYTE_UNITS[match.group(3).lower()]
-    if not math.isfinite(value) or value <= 0:
-        raise CspnasError(f"size {text!r} must be positive, e.g. 4MB")
-    return int(round(value))
+    return _parse_scaled(text, _BYTES_RE, _BYTE_UNITS, "size", "with a unit, e.g. 4MB, 512kB or 2MiB", "4MB")
 
 
 def format_bytes(value: float | int | None) -> str:

@@ -32,7 +32,8 @@ from cspnas.fsutil import check_writable_dir, write_atomic
 from cspnas.objectives import (COLUMNS, OBJECTIVES, bind, optuna_directions, run_limits, run_objectives,
                                run_references)
 from cspnas.pareto import Objective, compute_front, hypervolume_curve
-from cspnas.search.integrity import check_study_db
+from cspnas.space.searchspace import load_yaml
+from cspnas.study_db import check_study_db
 
 CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
 STUDY_NAME = "cspnas"
@@ -305,22 +306,34 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise CspnasError(f"{run_dir}: not a cspnas run (config.yaml is missing); --resume takes the folder a "
                           "search wrote, e.g. results/<name>")
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise CspnasError(f"{path}: corrupt YAML; restore it or start a new run with another --name") from None
+        config = _load_config_yaml(path)
+    except (OSError, UnicodeDecodeError, CspnasError) as e:
+        raise CspnasError(f"{path}: corrupt YAML ({_reason(e, path)}); restore it or start a new run with "
+                          "another --name") from None
     if not isinstance(config, dict) or "settings" not in config:
         raise CspnasError(f"{path}: not a cspnas run config (no 'settings'); start a new run with another --name")
     return config
+
+
+def _load_config_yaml(path: Path) -> Any:
+    """config.yaml through the space loader's bounded YAML reader: a hand-edited config may hold an alias bomb."""
+    return load_yaml(path.read_text(encoding="utf-8"), str(path))
+
+
+def _reason(e: Exception, path: Path) -> str:
+    """The first line of a read error, without the path the caller's message already names."""
+    text = str(e).strip().removeprefix(f"{path}: ")
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CspnasError(f"{path.parent}: not a run directory (no config.yaml); pass the folder a search wrote")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CspnasError(f"{path}: unreadable config ({first}); restore it from the search's settings") from None
+        data = _load_config_yaml(path)
+    except (OSError, UnicodeDecodeError, CspnasError) as e:
+        raise CspnasError(f"{path}: unreadable config ({_reason(e, path)}); restore it from the search's settings") \
+            from None
     if not isinstance(data, dict):
         raise CspnasError(f"{path}: expected a mapping of search settings, got {type(data).__name__}")
     return data

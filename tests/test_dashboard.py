@@ -11,7 +11,7 @@ from cspnas.results import figures
 from cspnas.results.dashboard import render_dashboard, write_dashboard
 from cspnas.results.importance import param_importances
 from cspnas.run_format import load_run
-from cspnas.search.runlock import RunLock
+from cspnas.runlock import RunLock
 from headless import find_chromium, load_page
 from run_fixture import make_run
 

@@ -122,6 +122,22 @@ def test_damaged_run_is_one_clear_error(run_dir, tmp_path, damage, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+# ~600 bytes that expand to 9^9 strings through aliases of aliases: read with the bounded YAML reader
+ALIAS_BOMB = "settings: {name: bomb}\nx:\n" + "".join(
+    f"  - &{a} [{', '.join([f'*{p}' if p else 'lol'] * 9)}]\n" for p, a in zip(["", *"abcdefgh"], "abcdefghi"))
+
+
+def test_a_config_alias_bomb_is_one_line_for_readers_and_resume(run_dir, tmp_path):
+    from cspnas.run_format import read_config
+
+    run_dir = Path(shutil.copytree(run_dir, tmp_path / "copy"))
+    (run_dir / "config.yaml").write_text(ALIAS_BOMB)
+    with pytest.raises(CspnasError, match=r"unreadable config \(the YAML expands to more than [\d,]+ values"):
+        load_run(run_dir)
+    with pytest.raises(CspnasError, match=r"corrupt YAML \(the YAML expands .*another --name$"):
+        read_config(run_dir)
+
+
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(CspnasError, match="no such run directory"):
         load_run(tmp_path / "nope")

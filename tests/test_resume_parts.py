@@ -17,18 +17,18 @@ import pytest
 import sqlalchemy
 
 from cspnas.errors import CspnasError, Interrupted
-from cspnas.search.integrity import check_study_db, trial_counts
+from cspnas.study_db import check_study_db, trial_counts
 from cspnas.run_format import open_storage
 from cspnas.search.interrupt import StopRequest, is_disk_full, resume_hint
 from cspnas.search.leftovers import end_leftovers, is_ray_process, local_ray_processes
 from cspnas.search.resume import record_resume, resume_settings
-from cspnas.search.runlock import Holder, RunLock, process_start_time, search_is_running
+from cspnas.runlock import Holder, RunLock, process_start_time, search_is_running
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from cspnas.search.runlock import RunLock
+from cspnas.runlock import RunLock
 lock = RunLock(Path(sys.argv[1])).acquire()
 print("held", flush=True)
 time.sleep(120)

@@ -14,7 +14,7 @@ from cspnas.results.importance import param_importances
 from cspnas.objectives import OBJECTIVES, specs
 from cspnas.results.report import front_table, run_totals, shown_objectives, totals_line
 from cspnas.run_format import Run, load_run
-from cspnas.search.runlock import search_is_running
+from cspnas.runlock import search_is_running
 
 DASHBOARD_NAME = "dashboard.html"
 # While trials are running the page reloads itself, so it follows the search the writer refreshes;

@@ -24,7 +24,7 @@ def param_importances(study_db: Path, study_name: str | None = None, seed: int =
     if not study_db.is_file():
         # never let sqlite create an empty database inside someone's run directory
         return Importance({}, note=f"no {study_db.name} in the run directory")
-    from cspnas.search.integrity import read_only_uri
+    from cspnas.study_db import read_only_uri
 
     try:
         with read_only_uri(study_db) as uri:  # a dashboard never writes to the run (not even a WAL checkpoint)

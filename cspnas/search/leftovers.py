@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from cspnas.search.runlock import Holder
+from cspnas.runlock import Holder
 
 
 def is_ray_process(cmdline: list[str]) -> bool:

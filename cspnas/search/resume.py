@@ -13,7 +13,7 @@ from typing import Any
 
 from cspnas.errors import CspnasError
 from cspnas.objectives import constraint_flags
-from cspnas.search.integrity import check_study_db, trial_counts
+from cspnas.study_db import check_study_db, trial_counts
 
 # Settings a resume may change (leaf names, so they hold however the settings are nested);
 # every other setting defines the search.

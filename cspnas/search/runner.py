@@ -20,6 +20,7 @@ from cspnas.cost import LatencySettings
 from cspnas.data import load_dataset
 from cspnas.errors import CspnasError
 from cspnas.objectives import references
+from cspnas.runlock import RunLock
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.gate import MeasureGate
@@ -29,7 +30,6 @@ from cspnas.search.loop import SearchLoop
 from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.ray_session import start_ray
 from cspnas.search.resume import check_resume, record_resume, sampler_seed
-from cspnas.search.runlock import RunLock
 from cspnas.search.settings import SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace, load_space, parse_space

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cspnas.errors import CspnasError
-from cspnas.search.runlock import search_is_running
+from cspnas.runlock import search_is_running
 
 # Optuna's RDB schema: a database without these tables (or without a study) is not a search's study.db
 OPTUNA_TABLES = frozenset({"studies", "trials", "trial_values", "trial_user_attributes"})

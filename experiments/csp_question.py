@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, check_reproduces, committed_report, machine, small_cifar10, train_arch, write_json
+from common import REPO, add_reruns_flag, check_reproduces, committed_report, machine, small_cifar10, train_arch, \
+    write_json
 
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency
 from cspnas.data import load_dataset
@@ -76,7 +77,8 @@ def check(args, settings: dict, data) -> dict:
     def rerun(name: str) -> float:
         return train_arch(arch_from_dict(rows[name]["arch"]), data, epochs=args.epochs, seed=0)["val_acc"]
 
-    check_reproduces([(name, rows[name]["acc"]["0"], lambda name=name: rerun(name)) for name in args.check])
+    check_reproduces([(name, rows[name]["acc"]["0"], lambda name=name: rerun(name)) for name in args.check],
+                     reruns=args.reruns)
     return committed
 
 
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--check", nargs="+", metavar="VARIANT", default=None,
                     help="re-train these variants (seed 0) and compare with --out (exit 1 on a mismatch); "
                          "writes nothing")
+    add_reruns_flag(ap)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "csp_question.json")
     args = ap.parse_args(argv)
     if args.smoke:

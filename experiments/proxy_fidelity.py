@@ -23,8 +23,8 @@ import statistics
 import time
 from pathlib import Path
 
-from common import REPO, bootstrap_ci, check_reproduces, committed_report, kendall, machine, small_cifar10, \
-    spearman, spread_sample, train_arch, write_json
+from common import REPO, add_reruns_flag, bootstrap_ci, check_reproduces, committed_report, kendall, machine, \
+    small_cifar10, spearman, spread_sample, train_arch, write_json
 
 from cspnas.cost import count_macs, count_params
 from cspnas.data import load_dataset
@@ -42,7 +42,7 @@ def check(args, settings: dict, data) -> dict:
         return train_arch(arch_from_dict(row["arch"]), data, epochs=args.brief_epochs, seed=args.seed)["val_acc"]
 
     check_reproduces([(row["summary"], row["brief_acc"], lambda row=row: rerun(row))
-                      for row in committed["rows"][:args.check]])
+                      for row in committed["rows"][:args.check]], reruns=args.reruns)
     return committed
 
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--check", type=int, metavar="N", default=0,
                     help="re-train the first N architectures of --out briefly and compare with the file "
                          "(exit 1 on a mismatch); writes nothing")
+    add_reruns_flag(ap)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "proxy_fidelity.json")
     args = ap.parse_args(argv)
     if args.smoke:

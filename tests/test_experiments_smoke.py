@@ -196,15 +196,18 @@ needs_cifar = pytest.mark.skipif(not CIFAR.is_file() and not (REPO / ".cache" / 
 @pytest.mark.slow
 @needs_cifar
 def test_committed_proxy_fidelity_reproduces():
-    """Re-train the smallest committed architecture briefly: same accuracy as in the committed file."""
+    """Re-train the smallest committed architecture briefly, twice: the two runs agree within 0.002 (training
+    on CIFAR-10 is deterministic on this machine) and the committed accuracy is within 0.03 of them."""
     proc = run_script("proxy_fidelity.py", "--check", "1", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count(" ok") == 1
+    assert proc.stdout.count(" ok") == 1 and proc.stdout.count(" and ") == 1  # two re-runs printed
 
 
 @pytest.mark.slow
 @needs_cifar
 def test_committed_csp_question_reproduces():
-    proc = run_script("csp_question.py", "--check", "fusion_last@0.25", timeout=600)
+    """The committed accuracy is within 0.03 of one re-training (15 epochs; that a second run on this machine
+    agrees is shown, at a fifth of the cost, by the proxy fidelity check above)."""
+    proc = run_script("csp_question.py", "--check", "fusion_last@0.25", "--reruns", "1", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fusion_last@0.25: committed" in proc.stdout and proc.stdout.rstrip().endswith("ok")

@@ -1,5 +1,6 @@
-"""SIGKILL the driver at five points of a search, then --resume: exactly the budget, nothing lost
-or retrained, and trials.csv / pareto.csv / study.db consistent with each other."""
+"""SIGKILL the driver at five points of a search (its process group goes too, Ray workers included),
+then --resume: exactly the budget, nothing lost or retrained, and trials.csv / pareto.csv / study.db
+consistent with each other."""
 import os
 import signal
 import sys
@@ -51,6 +52,7 @@ def test_kill_then_resume(tmp_path, point):
     assert proc.returncode == -signal.SIGKILL, f"the driver was not killed at {point}: {proc.stderr[-1500:]}"
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "study.db").is_file()  # the run exists whole
+    assert not (run / "dashboard.html").exists(), "--no-dashboard, yet the live dashboard was written"
     before = snapshot(run)
 
     run_search(resume=run, live=False)

@@ -3,7 +3,7 @@
 The lock itself is an flock on RUN/.lock, so the kernel drops it when its process dies, however
 it dies. The file's content names the holder (host, pid, process start time, and the pids of the
 local Ray session it started), so a refusal can say who holds the run, and the next search can
-end the Ray processes a killed driver left behind (see leftovers.py). A recorded holder is taken
+end the Ray processes a killed driver left behind (see search/leftovers.py). A recorded holder is taken
 over only when it is provably dead: on this host, its pid is gone or now belongs to a process
 that started at another time. A holder on another host cannot be checked from here, so its lock
 is never taken over automatically; the message says how to remove it.

@@ -22,8 +22,13 @@ No case may start Ray or train: a sitecustomize on the subprocess's PYTHONPATH r
 traceback instead of a slow, silent pass. No GPU is visible (CUDA_VISIBLE_DEVICES=""), so the
 CUDA cases mean the same on any machine.
 
-The subprocesses (1-4 s of imports each) run a few at a time in a module fixture; each case
-is then its own test, which only reads its outcome.
+Each case is its own process, forked from a "zygote" that imported the heavy third-party libraries
+(torch, pandas, optuna, ...) once: the child sets the case's directory, environment, argv and
+output files, then runs `cspnas.cli` as `python -m` does (runpy, cspnas itself imported fresh), and
+exits through the interpreter's own shutdown, so exit code, tracebacks and atexit behave as in a
+fresh `python -m cspnas.cli`. (A fresh interpreter costs 1-4 s of imports per case; 120 cases.)
+A few zygotes run cases at once in a module fixture; each case is then its own test, which only
+reads its outcome.
 """
 from __future__ import annotations
 
@@ -32,7 +37,10 @@ import functools
 import hashlib
 import json
 import os
+import queue
+import select
 import shutil
+import signal
 import stat
 import struct
 import subprocess
@@ -51,7 +59,7 @@ import yaml
 from run_fixture import arch_from_params, make_run
 
 TIMEOUT_S = 120
-WORKERS = min(4, (os.cpu_count() or 2) + 1)  # the subprocesses spend part of their start-up waiting on disk
+WORKERS = min(4, (os.cpu_count() or 2) + 1)  # the cases spend part of their time waiting on disk
 
 RAY_GUARD = '''
 import builtins, sys
@@ -68,6 +76,38 @@ def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
     return module
 
 builtins.__import__ = _guarded_import
+'''
+
+# Reads one JSON request per line ({argv, cwd, env, out, err}); forks; the child runs the case, the
+# zygote answers "pid N" at once and "exit CODE" (as subprocess reports it) when the child ends.
+ZYGOTE = '''
+import importlib, json, os, runpy, sys
+for name in ("numpy", "pandas", "torch", "yaml", "rich.console", "rich.table", "optuna", "sqlalchemy",
+             "safetensors.torch", "PIL.Image", "psutil", "plotly.graph_objects", "fvcore.nn", "onnx"):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+assert not any(m == "cspnas" or m.startswith("cspnas.") for m in sys.modules), "cspnas must load in each case"
+requests, replies = sys.stdin, sys.stdout
+for line in requests:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, req["out"], os.O_WRONLY | os.O_CREAT),
+                               (2, req["err"], os.O_WRONLY | os.O_CREAT)):
+            os.dup2(os.open(path, mode, 0o600), fd)
+        sys.stdin = open(0, closefd=False)
+        sys.argv = ["cspnas.cli", *req["argv"]]
+        del requests, replies, line, req
+        runpy.run_module("cspnas.cli", run_name="__main__", alter_sys=True)
+        sys.exit(0)  # as the interpreter does when the module returns; any exception takes the normal path
+    print("pid", pid, file=replies, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print("exit", os.waitstatus_to_exitcode(status), file=replies, flush=True)
 '''
 
 
@@ -643,7 +683,50 @@ class Outcome:
     seconds: float
 
 
-def _run(c: Case, root: Path, runs: Runs, env: dict[str, str]) -> Outcome:
+class Zygote:
+    """One process that forks the cases (see ZYGOTE), one case at a time."""
+
+    def __init__(self, env: dict[str, str]):
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, bufsize=0, start_new_session=True)
+        self.buffer = b""  # read by hand, so select() never misses a line already buffered
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int | None, str, str]:
+        out, err = cwd.parent / f"{cwd.name}.stdout", cwd.parent / f"{cwd.name}.stderr"
+        request = {"argv": argv, "cwd": str(cwd), "env": env, "out": str(out), "err": str(err)}
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        pid = int(self._reply("pid", TIMEOUT_S))
+        try:
+            code: int | None = int(self._reply("exit", TIMEOUT_S))
+        except TimeoutError:
+            os.kill(pid, signal.SIGKILL)
+            self._reply("exit", TIMEOUT_S)
+            code = None
+        text = [p.read_text(errors="replace") if p.exists() else "" for p in (out, err)]
+        if code is None:
+            text[1] += f"\n[timed out after {TIMEOUT_S} s]"
+        return code, text[0], text[1]
+
+    def _reply(self, key: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(key)
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            assert chunk, f"the zygote ended (exit {self.proc.wait()}) while a case waited for {key!r}"
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        word, value = line.decode().split()
+        assert word == key, f"zygote: expected {key!r}, got {line!r}"
+        return value
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _run(c: Case, root: Path, runs: Runs, env: dict[str, str], zygotes: queue.Queue) -> Outcome:
     root.mkdir(parents=True)
     if c.setup is not None:
         c.setup(root, runs)
@@ -652,12 +735,11 @@ def _run(c: Case, root: Path, runs: Runs, env: dict[str, str]) -> Outcome:
     time.sleep(0.01)
     before = snapshot(root)
     start = time.perf_counter()
+    zygote = zygotes.get()
     try:
-        proc = subprocess.run([sys.executable, "-m", "cspnas.cli", *c.argv], cwd=root, env=case_env,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
-        code, out, err = proc.returncode, proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as e:
-        code, out, err = None, str(e.stdout or ""), str(e.stderr or "") + f"\n[timed out after {TIMEOUT_S} s]"
+        code, out, err = zygote.run(c.argv, root, case_env)
+    finally:
+        zygotes.put(zygote)
     seconds = time.perf_counter() - start
     return Outcome(code, out, err, before, snapshot(root), seconds)
 
@@ -721,11 +803,17 @@ def outcomes(request, runs, cli_env, tmp_path_factory) -> dict[str, Outcome]:
                 if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "c" in item.callspec.params}
     todo = [c for c in CASES if c.id in selected and not (c.needs and c.needs())]
     cases_root = tmp_path_factory.mktemp("bad-input-cases")
+    zygotes: queue.Queue = queue.Queue()
+    started = [Zygote(cli_env) for _ in range(WORKERS)]
+    for z in started:
+        zygotes.put(z)
     try:
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            futures = {c.id: pool.submit(_run, c, cases_root / c.id, runs, cli_env) for c in todo}
+            futures = {c.id: pool.submit(_run, c, cases_root / c.id, runs, cli_env, zygotes) for c in todo}
             return {key: f.result() for key, f in futures.items()}
     finally:
+        for z in started:
+            z.close()
         release_filesystems()
 
 

@@ -80,7 +80,8 @@ class Cluster:
         self.address = f"127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
         self.env = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+                    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                    "CSPNAS_CACHE_DIR": str(self.root / "cache")}  # the nodes' workers decode data sets here
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> None:
@@ -152,10 +153,25 @@ def cspnas_cli(args: list[str], timeout_s: float, **kw) -> subprocess.CompletedP
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def search(cluster: Cluster, results: Path, name: str, env: dict | None = None, timeout_s: float = 300):
+def search(cluster: Cluster, results: Path, name: str, env: dict | None = None, timeout_s: float = 300,
+           data: list[str] = (), cwd: Path | None = None):
     return cspnas_cli(["search", "--address", cluster.address, "--budget", "4", "--epochs", "1", "--concurrency",
                        "2", "--cpus-per-trial", "1", "--sampler", "random", "--results-dir", str(results),
-                       "--name", name, "--device", "cpu", "--no-dashboard"], timeout_s, env=env or cluster.env)
+                       "--name", name, "--device", "cpu", "--no-dashboard", *data], timeout_s, env=env or cluster.env,
+                      cwd=cwd)
+
+
+def image_folder(root: Path) -> None:
+    """root/imgs: a two-class image folder (train/ and val/), small random 12x12 images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("val", 6)):
+        for label in ("a", "b"):
+            folder = root / "imgs" / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
 
 
 def is_loopback(ip: str) -> bool:
@@ -174,10 +190,13 @@ def non_loopback_listeners(cluster: Cluster) -> list[str]:
 
 @pytest.mark.slow
 def test_search_on_a_two_node_cluster_uses_both_nodes(cluster, tmp_path):
+    """Also: a relative --data-dir reaches the trials. Tune runs each trial in its own working directory,
+    here on either node, so the trainable must get the folder as an absolute path."""
     assert non_loopback_listeners(cluster) == []
-    proc = search(cluster, tmp_path, "cluster")
+    image_folder(tmp_path)
+    proc = search(cluster, Path("res"), "cluster", data=["--dataset", "folder", "--data-dir", "imgs"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    trials = pd.read_csv(tmp_path / "cluster" / "trials.csv")
+    trials = pd.read_csv(tmp_path / "res" / "cluster" / "trials.csv")
     assert len(trials) == 4 and set(trials["state"]) <= FINAL, trials[["trial", "state", "failure_reason"]]
     assert (trials["state"] == "complete").all(), trials[["trial", "state", "failure_reason"]]
     # 1 CPU per node, 1 per trial, 2 at once: the two concurrent trials must be on different nodes
@@ -219,24 +238,3 @@ def test_unreachable_address_fails_fast_and_leaves_no_run(tmp_path, no_ray):
 def test_malformed_address_is_one_clear_line(tmp_path, no_ray):
     with pytest.raises(CspnasError, match="expected HOST:PORT"):
         run_search(SearchSettings(name="bad", results_dir=str(tmp_path), address="headnode"), live=False)
-
-
-def test_relative_data_dir_reaches_the_workers(tmp_path):
-    """Tune runs each trial in its own working directory (on a cluster, on another machine):
-    a relative --data-dir must reach the trainable as an absolute path."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 20), ("val", 6)):
-        for label in ("a", "b"):
-            folder = tmp_path / "imgs" / split / label
-            folder.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    args = ["search", "--dataset", "folder", "--data-dir", "imgs", "--budget", "2", "--epochs", "1", "--sampler",
-            "random", "--name", "rel", "--results-dir", "res", "--device", "cpu", "--no-dashboard"]
-    env = {**os.environ, "CSPNAS_CACHE_DIR": str(tmp_path / "cache")}
-    proc = cspnas_cli(args, 300, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    trials = pd.read_csv(tmp_path / "res" / "rel" / "trials.csv")
-    assert (trials["state"] == "complete").all(), trials[["trial", "state", "failure_reason"]]

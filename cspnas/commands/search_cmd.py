@@ -21,7 +21,7 @@ _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), 
               ("--latency-dtype", str), ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int),
               ("--results-dir", str), ("--address", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
-                ("--lr", float, None))
+                ("--lr", float, None), ("--cuda-step", str, None))
 
 
 def register(sub) -> None:

@@ -54,12 +54,6 @@ def default_trials_per_gpu(gpu_bytes: int, largest_trial_bytes: int) -> int:
     return max(1, min(MAX_TRIALS_PER_GPU, fit))
 
 
-def gpu_share(trials_per_gpu: int, total_gpus: float, concurrency: int) -> float:
-    """Ray GPU resource of one trial: `concurrency` trials spread over all GPUs, at most
-    `trials_per_gpu` on one GPU, never more than one GPU each."""
-    return min(1.0, max(1.0 / trials_per_gpu, max(total_gpus, 1.0) / concurrency))
-
-
 @dataclass(frozen=True)
 class Device:
     """What a ledger is kept for: its key (file name) and capacity in bytes."""

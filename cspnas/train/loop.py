@@ -159,14 +159,15 @@ class DeviceStep:
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _body(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.lr.copy_(self.lrs[self.step_index])
+        at = self.step_index.view(1)  # index ops with a device index: no host sync, capturable
+        self.lr.copy_(self.lrs.index_select(0, at).view(()))
         # autocast's weight cache must be off while capturing a graph
         with (torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=self.mode != "graph")
               if self.bf16 else contextlib.nullcontext()):
             loss = self.loss_fn(self.forward(x), y)
         loss.backward()
         self.optimizer.step()
-        self.losses[self.step_index] = loss.detach().float()
+        self.losses.index_copy_(0, at, loss.detach().float().view(1))
         self.step_index += 1
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:

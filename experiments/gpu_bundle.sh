@@ -27,14 +27,16 @@ for p in "${BINARY[@]}"; do SPECS+=("$p==$(version "$p")"); done
 "$PYTHON" -m pip wheel --quiet --no-deps -w "$WORK/wheels" "fvcore==$(version fvcore)" "iopath==$(version iopath)"
 mkdir -p "$WORK/site"
 for w in "$WORK"/wheels/*.whl; do "$PYTHON" -m zipfile -e "$w" "$WORK/site"; done
-# Tune runs without these (about 50 MB unpacked): Java workers, RLlib, the dashboard's source maps
-rm -rf "$WORK"/site/ray/jars "$WORK"/site/ray/rllib
+# Tune runs without these (about 65 MB unpacked): Java workers, RLlib, Serve, the LLM libraries, the
+# dashboard's web client and source maps
+rm -rf "$WORK"/site/ray/jars "$WORK"/site/ray/rllib "$WORK"/site/ray/serve "$WORK"/site/ray/llm \
+       "$WORK"/site/ray/dashboard/client
 find "$WORK/site" -name "*.js.map" -delete
 find "$WORK/site" -name "__pycache__" -type d -prune -exec rm -rf {} +
 chmod -R u+rwX,go+rX "$WORK/site"
 find "$WORK/site/ray" -path "*/core/src/ray/*" -type f -exec chmod +x {} +  # raylet, gcs_server
 mkdir -p "$OUT"
-tar -cJf "$OUT/site.tar.xz" -C "$WORK" site
+tar -cf - -C "$WORK" site | xz -T0 -6 > "$OUT/site.tar.xz"
 TARBALL="${CSPNAS_CIFAR10_JPEG:-../shared/data/cifar10-jpeg.tar.gz}"
 [ -f "$TARBALL" ] || TARBALL=/work/shared/data/cifar10-jpeg.tar.gz
 cp "$TARBALL" "$OUT/cifar10-jpeg.tar.gz"

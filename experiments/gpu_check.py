@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
               "sees no GPU; run it on a GPU machine, or --smoke to exercise it on CPU", file=sys.stderr)
         return 2
     if args.smoke:
-        args.archs, args.epochs, args.repeats, args.budget, args.concurrency = 2, 1, 1, 3, 2
+        args.archs, args.epochs, args.repeats, args.budget, args.concurrency = 2, 1, 1, 2, 2
         args.steps_images, args.batch_size, args.target_latency = 256, 64, "50ms"
         if "--parts" not in (argv if argv is not None else sys.argv[1:]):
             parts = list(PARTS)  # every code path

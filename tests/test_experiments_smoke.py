@@ -152,7 +152,7 @@ def test_latency_quality_smoke(tmp_path: Path):
 
 def test_gpu_check_smoke(tmp_path: Path):
     out = tmp_path / "x.json"
-    proc = run_script("gpu_check.py", "--smoke", "--out", str(out))
+    proc = run_script("gpu_check.py", "--smoke", "--out", str(out), timeout=600)  # every part, a real search
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["device"] == "cpu" and r["settings"]["smoke"] and not r["errors"]
@@ -164,7 +164,7 @@ def test_gpu_check_smoke(tmp_path: Path):
         assert row["speedup_bf16_channels_last"] > 0
     s = r["search"]
     assert s["returncode"] == 0 and not s["timed_out"]
-    assert s["trials"] == s["trials_complete"] == 3 and s["front_size"] >= 1 and s["cuda_step"] == "eager"
+    assert s["trials"] == s["trials_complete"] == 2 and s["front_size"] >= 1 and s["cuda_step"] == "eager"
     assert 0 <= s["best_accuracy"] <= 1
     # the evidence fields: throughput, worker memory, the goal (GPU utilisation needs nvidia-smi)
     assert s["trials_per_min"] > 0 and s["aggregate_images_per_s"] > 0 and s["train_images"] > 0

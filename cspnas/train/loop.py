@@ -22,9 +22,9 @@ from cspnas.train.config import TrainConfig, resolve_device
 
 log = logging.getLogger(__name__)
 
-# The NaN/inf check reads the loss on the host, which waits for the GPU; doing it every
-# CHECK_EVERY steps (and at each epoch end) keeps the GPU queue full yet still stops a
-# diverged run within a few dozen steps.
+# The CPU loop's NaN/inf check reads the losses every CHECK_EVERY steps (and at each epoch
+# end), so a diverged run stops within a few dozen steps; on CUDA, DeviceStep reads them once
+# per epoch so the host never waits for the GPU mid-epoch.
 CHECK_EVERY = 25
 # Evaluation batches on CUDA: no gradients are kept, so much larger batches fit and cut launches.
 CUDA_EVAL_BATCH = 2048
@@ -145,7 +145,7 @@ class DeviceStep:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device, loss_fn: nn.Module,
                  total_steps: int, warmup_steps: int, mode: str = "eager"):
-        self.model, self.device, self.loss_fn, self.mode = model, device, loss_fn, mode
+        self.device, self.loss_fn, self.mode = device, loss_fn, mode
         self.bf16 = cfg.bf16 and device.type == "cuda"
         self.lrs = torch.tensor([lr_at(s, total_steps, warmup_steps, cfg.lr) for s in range(total_steps)],
                                 dtype=torch.float32, device=device)

@@ -7,12 +7,13 @@
 # unpacked to a temporary folder put first on PYTHONPATH, its CIFAR-10 tarball is the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}"
+PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 || echo python )}"
 if [ -f .gpu-carry/site.tar.xz ]; then
     SITE="$(mktemp -d)"
-    tar -xJf .gpu-carry/site.tar.xz -C "$SITE"
+    # Python's tarfile, not tar -J: the machine may lack the xz binary
+    "$PYTHON" -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='tar')" \
+        .gpu-carry/site.tar.xz "$SITE"
     export PYTHONPATH="$SITE/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    export PATH="$SITE/site/bin:$PATH"
 fi
 if [ -f .gpu-carry/cifar10-jpeg.tar.gz ] && [ -z "${CSPNAS_CIFAR10_JPEG:-}" ]; then
     export CSPNAS_CIFAR10_JPEG="$PWD/.gpu-carry/cifar10-jpeg.tar.gz"

@@ -1,7 +1,8 @@
 """GPU check: does cspnas search well on one CUDA GPU? Packed trials, the CUDA step, a 200-trial search.
 
 The evidence run of issue 16 (``--parts steps,search``, the default), within ``--max-minutes``
-(default 12.5: a lent machine gives 15 minutes of device time, its start-up included):
+(default 9: a lent machine gives 15 minutes of device time, its start-up included, and at most 10
+minutes per command; run the two parts as two commands, see below):
 
 1. ``steps``: for ``--archs`` default-space architectures (smallest to largest MACs) and each
    ``--cuda-step`` mode (eager, graph, compile; cspnas.train.loop.DeviceStep), two epochs of the
@@ -42,9 +43,15 @@ them it falls back to the bundled digits with a printed note.
 
 On a lent GPU machine (no ray/optuna/fvcore there, 64 MiB carry): build the carry here once with
 ``bash experiments/gpu_bundle.sh`` (.gpu-carry/: the CIFAR-10 tarball + trimmed cp312 wheels,
-< 64 MiB), then run ``bash experiments/gpu_check.sh`` with carry [".gpu-carry"]; the .sh unpacks it.
+55 MiB), then, with carry [".gpu-carry"] (the .sh unpacks it), two commands of the device tool:
 
-    bash experiments/gpu_check.sh                       # the evidence run, ~12.5 min
+    bash experiments/gpu_check.sh --parts steps --max-minutes 3 --out $OUT/gpu_steps.json
+    bash experiments/gpu_check.sh --parts search --search-cuda-step MODE --max-minutes 9 --out $OUT/gpu_search.json
+
+(MODE: the first command's winner, printed as "-> MODE" per architecture). On a machine of your own,
+``bash experiments/gpu_check.sh --max-minutes 12.5`` runs both.
+
+    bash experiments/gpu_check.sh                       # both parts, 9 min in all
     python experiments/gpu_check.py --smoke --out /tmp/g.json   # every part on CPU, tiny sizes
 
 Without a CUDA device (and without --smoke) it prints one line and exits with code 2.
@@ -507,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=12, help="search trials at once")
     ap.add_argument("--cpus-per-trial", type=float, default=1.0)
     ap.add_argument("--trials-per-gpu", type=int, default=None, help="default: the search's own (from memory)")
-    ap.add_argument("--max-minutes", type=float, default=12.5, help="total time budget; later parts are skipped")
+    ap.add_argument("--max-minutes", type=float, default=9.0, help="total time budget; later parts are skipped")
     ap.add_argument("--smoke", action="store_true", help="CPU, digits, tiny sizes: exercises every code path")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "gpu_search.json")
     args = ap.parse_args(argv)

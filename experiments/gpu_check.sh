@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check (see experiments/gpu_check.py): run from anywhere; arguments pass through, e.g.
-#   bash experiments/gpu_check.sh                      # the evidence run (steps + 200-trial search), ~12.5 min
+#   bash experiments/gpu_check.sh                      # the evidence run (steps + 200-trial search), 9 min
 #   bash experiments/gpu_check.sh --data-dir /data/cifar10-jpeg --max-minutes 8
 #   bash experiments/gpu_check.sh --smoke --out /tmp/gpu_check.json
 # On a lent GPU machine, carry .gpu-carry (built by experiments/gpu_bundle.sh): its site.tar.xz is

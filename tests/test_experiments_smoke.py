@@ -152,7 +152,7 @@ def test_latency_quality_smoke(tmp_path: Path):
 
 def test_gpu_check_smoke(tmp_path: Path):
     out = tmp_path / "x.json"
-    proc = run_script("gpu_check.py", "--smoke", "--out", str(out))
+    proc = run_script("gpu_check.py", "--smoke", "--out", str(out), timeout=600)  # every part, a real search
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     assert r["device"] == "cpu" and r["settings"]["smoke"] and not r["errors"]
@@ -164,14 +164,22 @@ def test_gpu_check_smoke(tmp_path: Path):
         assert row["speedup_bf16_channels_last"] > 0
     s = r["search"]
     assert s["returncode"] == 0 and not s["timed_out"]
-    assert s["trials"] == s["trials_complete"] == 2 and s["front_size"] >= 1
+    assert s["trials"] == s["trials_complete"] == 2 and s["front_size"] >= 1 and s["cuda_step"] == "eager"
     assert 0 <= s["best_accuracy"] <= 1
+    # the evidence fields: throughput, worker memory, the goal (GPU utilisation needs nvidia-smi)
+    assert s["trials_per_min"] > 0 and s["aggregate_images_per_s"] > 0 and s["train_images"] > 0
+    assert s["worker_rss_mb"]["max"] > 50 and s["admission_wait_s"]["max"] >= 0 and s["retried_alone"] == 0
+    assert r["goal"]["trials"] == 200 and set(r["goal_met"]) == set(r["goal"])
+    steps = r["steps"]
+    assert len(steps) == 2 and all(set(x["modes"]) == {"eager"} and x["best_for_search"] == "eager" for x in steps)
+    assert all(x["modes"]["eager"]["images_per_s"] > 0 and x["modes"]["eager"]["setup_s"] >= 0 for x in steps)
     lat = r["latency"]
     assert {x["dtype"] for x in lat} == {"float32", "bfloat16"} and {x["batch_size"] for x in lat} == {1, 4}
     assert any(x["model"].startswith("cspresnet50") and x["input_size"] == 32 for x in lat)
     assert all(x["median_ms"] > 0 and x["settings"]["device"] == "cpu" for x in lat)
     parts = [row["part"] for row in r["table"]]
     assert parts.count("train") == 4 and parts.count("latency") == len(lat) and parts.count("search") == 1
+    assert parts.count("steps") == 2
     assert "GPU check on" in proc.stdout and "search" in proc.stdout
 
 

@@ -6,7 +6,9 @@ the Ray worker at the end of a trial's first epoch (of two, so mid-training):
   exit@1     the worker process of trial 1 dies (os._exit) on every attempt
   exit@2x1   the worker of trial 2 dies on the first attempt only (Ray's retry recovers it)
   host-oom@3 trial 3 raises MemoryError
-  gpu-oom@4  trial 4 raises torch.OutOfMemoryError (there is no GPU here: injected, not real)
+  gpu-oom@4  trial 4 raises torch.OutOfMemoryError on every attempt (there is no GPU here: injected,
+             not real): retried once alone on its device, then recorded failed
+  gpu-oom@5x1 trial 5 runs out of GPU memory once: the retry alone completes it
 One search (the CLI, in a subprocess so its Ray workers inherit the variable) serves every test.
 """
 import os
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.slow  # one ~40 s search serves the module
 
 FINAL = {"complete", "infeasible", "pruned", "failed"}
 BUDGET = 6
-FAULTS = "exit@1,exit@2x1,host-oom@3,gpu-oom@4"
+FAULTS = "exit@1,exit@2x1,host-oom@3,gpu-oom@4,gpu-oom@5x1"
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,20 @@ def test_out_of_memory_is_a_failed_trial_not_a_crash(faulty_run, trial, memory):
     run, trials, _ = faulty_run
     row = trials.loc[trial]
     assert row["state"] == "failed" and row["failure_reason"].startswith(memory)
-    assert attempts(run, trial) == 1  # a deterministic failure is a result: Ray does not retry it
+    # a deterministic failure is a result: Ray does not retry it; out of GPU memory, the trainable
+    # itself retries once alone on its device (cspnas.search.packing)
+    assert attempts(run, trial) == (2 if trial == 4 else 1)
     assert row["epochs_done"] == 1 and pd.isna(row["accuracy"])
+
+
+def test_out_of_gpu_memory_is_retried_alone_once(faulty_run):
+    run, trials, _ = faulty_run
+    study = optuna.load_study(study_name="cspnas", storage=open_storage(run / "study.db"))
+    attrs = {t.number: t.user_attrs for t in study.trials}
+    assert "also when trained alone" in trials.loc[4, "failure_reason"] and attrs[4]["retried_alone"]
+    assert trials.loc[5, "state"] == "complete" and attrs[5]["retried_alone"] and attempts(run, 5) == 1
+    assert trials.loc[5, "epochs_done"] == 2 and len(attrs[5]["val_acc_per_epoch"]) == 2  # the retry's own epochs
+    assert not attrs[0]["retried_alone"] and attrs[0]["worker_rss_mb"] > 50 and attrs[0]["worker_pid"] > 0
 
 
 def test_summary_counts_failures(faulty_run):

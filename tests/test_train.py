@@ -170,3 +170,55 @@ def test_config_validation_and_devices():
     if not torch.cuda.is_available():
         with pytest.raises(CspnasError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_device_step_follows_the_plain_step(digits: ImageData):
+    """CUDA's step (device-side lr schedule, fused SGD, losses kept on the device) runs here on the
+    CPU in its eager mode: the same losses and weights as the loop's plain step."""
+    from cspnas.train.loop import DeviceStep, _make_optimizer
+
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.2)
+    x = digits.train_x[:256].float() / 255
+    y = digits.train_y[:256]
+    total, warmup = 12, 4
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(8 * 64, 10))
+
+    plain, fast = model(), model()
+    opt = _make_optimizer(plain, cfg)
+    step = DeviceStep(fast, cfg, torch.device("cpu"), loss_fn, total, warmup)
+    losses = []
+    for s in range(total):
+        xb, yb = x[s % 4 * 64:(s % 4 + 1) * 64], y[s % 4 * 64:(s % 4 + 1) * 64]
+        for group in opt.param_groups:
+            group["lr"] = lr_at(s, total, warmup, cfg.lr)
+        loss = loss_fn(plain(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        step(xb, yb)
+    assert int(step.step_index) == total and float(step.lr) == pytest.approx(lr_at(total - 1, total, warmup, cfg.lr))
+    assert step.losses.tolist() == pytest.approx(losses, rel=1e-4)
+    mean, bad = step.epoch_loss(4, 8)
+    assert mean == pytest.approx(sum(losses[4:]) / 8, rel=1e-4) and bad is None
+    for a, b in zip(plain.state_dict().values(), fast.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5)
+
+
+def test_device_step_finds_the_first_bad_loss():
+    from cspnas.train.loop import DeviceStep
+
+    step = DeviceStep(nn.Linear(2, 2), TrainConfig(), torch.device("cpu"), nn.CrossEntropyLoss(), 6, 0)
+    step.losses.copy_(torch.tensor([1.0, 2.0, 3.0, float("nan"), 1.0, float("inf")]))
+    assert step.epoch_loss(0, 3) == (2.0, None)
+    assert step.epoch_loss(3, 3)[1] == 3
+
+
+def test_cuda_step_setting_is_checked():
+    with pytest.raises(CspnasError, match="--cuda-step must be one of eager, graph, compile"):
+        TrainConfig(cuda_step="fast")

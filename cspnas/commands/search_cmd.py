@@ -16,12 +16,12 @@ from cspnas.tables import print_table
 _DATA_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
                ("--train-subset", int), ("--image-size", int))
 _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), ("--cpus-per-trial", float),
-              ("--gpus-per-trial", float), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
+              ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int),
               ("--results-dir", str), ("--address", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
-                ("--lr", float, None))
+                ("--lr", float, None), ("--cuda-step", str, None))
 
 
 def register(sub) -> None:

@@ -27,6 +27,7 @@ from cspnas.run_format import FINAL_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.interrupt import StopRequest, is_disk_full, tune_stopper
+from cspnas.search.packing import WORKER_ATTRS
 from cspnas.search.progress import Progress, Running, Status
 from cspnas.search.settings import SearchSettings
 from cspnas.space.searchspace import SearchSpace
@@ -302,6 +303,9 @@ class SearchLoop:
             trial.set_user_attr("train_seconds", float(result["train_seconds"]))
         if result.get("node"):
             trial.set_user_attr("node", result["node"])
+        for key in WORKER_ATTRS:  # how the worker fared (memory, admission), for the run's audit
+            if key in result:
+                trial.set_user_attr(key, result[key])
         status, tell = result.get("status"), self.proposer.tell
         reason = str(result.get("failure_reason", ""))
         if status == "failed" and is_disk_full(reason):  # the trial is not at fault: stop, re-queue it

@@ -85,10 +85,32 @@ def cluster_train_device(name: str, cluster_gpus: float) -> str:
     return name
 
 
-def default_gpus_per_trial(total_gpus: float, concurrency: int) -> float:
+def default_gpus_per_trial(total_gpus: float, concurrency: int, trials_per_gpu: int | None = None) -> float:
     """GPU share of one trial when --gpus-per-trial is not given: spread `concurrency` trials over
-    all GPUs, sharing a GPU only when there are more trials than GPUs (never more than 1)."""
-    return min(1.0, max(total_gpus, 1.0) / concurrency)
+    all GPUs, sharing a GPU only when there are more trials than GPUs, at most `trials_per_gpu` on
+    one GPU (never more than 1)."""
+    share = min(1.0, max(total_gpus, 1.0) / concurrency)
+    return max(share, 1.0 / trials_per_gpu) if trials_per_gpu else share
+
+
+def fitting_trials_per_gpu(space: SearchSpace, data, train) -> tuple[int, str] | None:
+    """Trials per GPU that the space's largest candidate allows on this machine's first GPU (its memory
+    against the candidate's estimated training peak, cspnas.search.packing), and why; None without a
+    local GPU (a cluster's driver): then only the ledger's admission keeps packed trials apart."""
+    import torch
+
+    from cspnas.search.packing import default_trials_per_gpu, trial_bytes
+    from cspnas.space.footprint import format_bytes
+    from cspnas.train.loop import eval_batch_size
+
+    if not torch.cuda.is_available():
+        return None
+    _free, total = torch.cuda.mem_get_info(0)
+    data_bytes = sum(t.untyped_storage().nbytes() for t in (data.train_x, data.train_y, data.val_x, data.val_y))
+    need = trial_bytes(space.largest(data.in_chs, data.num_classes), data.input_size, train.batch_size,
+                       eval_batch_size(train, torch.device("cuda")), data_bytes, "cuda")
+    n = default_trials_per_gpu(total, need)
+    return n, f"the largest candidate needs about {format_bytes(need)} of the GPU's {format_bytes(total)}"
 
 
 def _resolve_train_device(settings: SearchSettings) -> str:
@@ -169,7 +191,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         if ended:
             loop.progress.log(f"ended {ended} Ray process(es) left by the killed search {lock.previous.describe()}")
         loop.prepare()
-        resources = _trial_resources(settings, train_device)  # starts Ray
+        resources = _trial_resources(settings, train_device, space, data, loop.progress.log)  # starts Ray
         stop.install()  # take the signals back from Ray
         if not settings.address:  # a local session is ours to clean up if this driver dies
             loop.on_trial_start = lambda: lock.record_ray(local_ray_processes())
@@ -215,14 +237,19 @@ def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> d
             "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial))}
 
 
-def _trial_resources(settings: SearchSettings, train_device: str) -> dict[str, float]:
+def _trial_resources(settings: SearchSettings, train_device: str, space: SearchSpace, data,
+                     log) -> dict[str, float]:
     start_ray(settings)
     resources = {"cpu": settings.cpus_per_trial}
     if train_device.startswith("cuda"):
         import ray
 
+        per_gpu, why = settings.trials_per_gpu, "--trials-per-gpu"
+        if per_gpu is None and settings.gpus_per_trial is None:
+            per_gpu, why = fitting_trials_per_gpu(space, data, settings.train) or (None, "")
         resources["gpu"] = settings.gpus_per_trial or default_gpus_per_trial(
-            float(ray.cluster_resources().get("GPU", 0)), settings.concurrency)
+            float(ray.cluster_resources().get("GPU", 0)), settings.concurrency, per_gpu)
+        log(f"packing: {resources['gpu']:g} GPU per trial" + (f", at most {per_gpu} per GPU ({why})" if per_gpu else ""))
     return resources
 
 

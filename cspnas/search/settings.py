@@ -76,6 +76,8 @@ class SearchSettings:
     cpus_per_trial: float = _setting(1.0, "CPUs reserved per trial (fractions pack trials per core)")
     gpus_per_trial: float | None = _setting(None, "GPU share per trial (default min(1, GPUs / concurrency) "
                                                   "when training on CUDA)")
+    trials_per_gpu: int | None = _setting(None, "most trials packed on one GPU (default: as many of the space's "
+                                                "largest candidate as fit in the GPU's memory, at most 16)")
     constraints: Constraints = field(default_factory=Constraints)
     objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
                                            + "; accuracy is always one; a resumed run keeps its own")
@@ -105,6 +107,8 @@ class SearchSettings:
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
             (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
+            (self.trials_per_gpu is None or self.trials_per_gpu >= 1,
+             f"--trials-per-gpu must be >= 1, got {self.trials_per_gpu}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),

@@ -1,17 +1,24 @@
 """The Ray Tune trainable: brief training of one candidate, reported to Tune per epoch.
 
-It runs in a Ray worker process. Deterministic failures (divergence, out of memory, a
-model that fails to build) are caught and reported as a final result with
-status 'failed' and the reason, so Ray does not retry them; only a dying worker reaches
-Ray's retry logic.
+It runs in a Ray worker process, which Tune reuses for many trials. Deterministic failures
+(divergence, out of memory, a model that fails to build) are caught and reported as a final
+result with status 'failed' and the reason, so Ray does not retry them; only a dying worker
+reaches Ray's retry logic. A trial is admitted to its device by the run's memory ledger
+(cspnas.search.packing); one that runs out of GPU memory is retried once alone on its device.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from ray import tune
 
@@ -19,21 +26,48 @@ from cspnas.data import ImageData, load_dataset
 from cspnas.models import build_model
 from cspnas.search.evaluators import DEFAULT_EVALUATOR, candidate_evaluator
 from cspnas.search.faults import trial_fault
-from cspnas.search.gate import MeasureGate
+from cspnas.search.gate import STOP_FILE, MeasureGate, SearchStopping
+from cspnas.search.packing import Ledger, this_device, trial_bytes
 from cspnas.space import ArchConfig
 from cspnas.train import TrainConfig, TrainingDiverged
 from cspnas.train.checkpoint import save_weights
+from cspnas.train.config import resolve_device
+from cspnas.train.loop import eval_batch_size
 
-# One decoded data set per worker process: with actor reuse, later trials skip loading.
+# One decoded data set per worker process, already on the training device: with actor reuse,
+# later trials skip loading and copying. Keyed by the data spec and device (the fingerprint).
 _DATA: dict[str, ImageData] = {}
 
 
-def _dataset(spec: dict[str, Any]) -> ImageData:
-    key = repr(sorted(spec.items()))
+def _dataset(spec: dict[str, Any], device: torch.device) -> ImageData:
+    key = repr((sorted(spec.items()), str(device)))
     if key not in _DATA:
         _DATA.clear()
-        _DATA[key] = load_dataset(**spec)
+        _release_memory(device)
+        data = load_dataset(**spec)
+        if device.type == "cuda":  # the search never reads the test split
+            data = replace(data, train_x=data.train_x.to(device), train_y=data.train_y.to(device),
+                           val_x=data.val_x.to(device), val_y=data.val_y.to(device), test_x=None, test_y=None)
+        _DATA[key] = data
     return _DATA[key]
+
+
+def _data_bytes(data: ImageData) -> int:
+    return sum(t.untyped_storage().nbytes() for t in (data.train_x, data.train_y, data.val_x, data.val_y))
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def _release_memory(device: torch.device) -> None:
+    """Give back what finished trials left: cycles (models referenced from tracebacks and closures),
+    glibc's freed-but-kept heap pages (without malloc_trim a reused worker's RSS only grows), and on
+    CUDA the caching allocator's blocks, so packed siblings can use them."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 def _node_id() -> str:
@@ -51,54 +85,79 @@ def train_candidate(config: dict[str, Any]) -> None:
     (a registered name), keep_weights, threads."""
     torch.set_num_threads(int(config["threads"]))
     cfg = TrainConfig(**config["train"])
-    evaluator = candidate_evaluator(config.get("evaluator", DEFAULT_EVALUATOR))
-    rounds = evaluator.rounds(cfg)
     run_dir = Path(config["run_dir"])
     trial = int(config["trial"])
+    device = resolve_device(cfg.device)
+    _release_memory(device)  # what the previous trial on this reused worker left behind
+    facts = {"worker_pid": os.getpid(), "node": _node_id(), "retried_alone": False, "admission_wait_s": 0.0}
     history: list[float] = []
     start = time.perf_counter()
     gate_pass = None  # set while training holds the measurement gate
 
     def report(status: str, epoch: int, **extra: Any) -> None:
         with gate_pass.released() if gate_pass is not None else contextlib.nullcontext():
-            _report(status, epoch, **extra)
+            tune.report({"trial": trial, "status": status, "epoch": epoch, **facts,
+                         "worker_rss_mb": psutil.Process().memory_info().rss / 2**20,
+                         "val_acc": history[-1] if history else 0.0, "val_acc_per_epoch": list(history),
+                         "train_seconds": time.perf_counter() - start, **extra})
 
-    node = _node_id()
+    def stopping() -> None:
+        if (run_dir / ".locks" / STOP_FILE).exists():
+            raise SearchStopping("the search is stopping")
 
-    def _report(status: str, epoch: int, **extra: Any) -> None:
-        tune.report({"trial": trial, "status": status, "epoch": epoch, "node": node,
-                     "val_acc": history[-1] if history else 0.0, "val_acc_per_epoch": list(history),
-                     "train_seconds": time.perf_counter() - start, **extra})
+    def attempt(alone: bool) -> None:
+        nonlocal gate_pass
+        data = _dataset(config["data"], device)
+        arch = ArchConfig.from_json(config["arch"])
+        need = trial_bytes(arch, data.input_size, cfg.batch_size, eval_batch_size(cfg, device), _data_bytes(data),
+                           device.type)
+        ledger = Ledger(run_dir / ".locks", this_device(device))
+        with ledger.admitted(f"trial-{trial}", need, alone=alone, checkpoint=stopping) as waited:
+            facts["admission_wait_s"] += waited
+            evaluator = candidate_evaluator(config.get("evaluator", DEFAULT_EVALUATOR))
+            rounds = evaluator.rounds(cfg)
+            torch.manual_seed(cfg.seed)  # same arch + seed -> same initial weights
+            model = build_model(arch)
+            weights = run_dir / "weights" / f"trial-{trial}.safetensors"
+
+            def on_epoch(rep) -> None:
+                history.append(rep.val_acc)
+                if rep.epoch == 1:
+                    trial_fault(run_dir, trial)  # tests only (CSPNAS_TEST_FAULT); a no-op otherwise
+                done = rep.epoch == rounds
+                if done and config["keep_weights"]:
+                    save_weights(model, weights)  # before the final report: Tune may stop us right after it
+                report("complete" if done else "running", rep.epoch,
+                       weights=str(weights.relative_to(run_dir)) if done and config["keep_weights"] else "")
+
+            sync = torch.cuda.synchronize if device.type == "cuda" else None
+            try:
+                with MeasureGate(run_dir / ".locks").training(before_pause=sync) as gate_pass:
+                    evaluator.evaluate(model, data, cfg, on_round=on_epoch, step_hook=gate_pass.checkpoint)
+            finally:
+                gate_pass = None  # the gate is closed; reports from here on need no release
 
     try:
-        data = _dataset(config["data"])
-        torch.manual_seed(cfg.seed)  # same arch + seed -> same initial weights
-        model = build_model(ArchConfig.from_json(config["arch"]))
-        weights = run_dir / "weights" / f"trial-{trial}.safetensors"
-
-        def on_epoch(rep) -> None:
-            history.append(rep.val_acc)
-            if rep.epoch == 1:
-                trial_fault(run_dir, trial)  # tests only (CSPNAS_TEST_FAULT); a no-op otherwise
-            done = rep.epoch == rounds
-            if done and config["keep_weights"]:
-                save_weights(model, weights)  # before the final report: Tune may stop us right after it
-            report("complete" if done else "running", rep.epoch,
-                   weights=str(weights.relative_to(run_dir)) if done and config["keep_weights"] else "")
-
-        on_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-        sync = torch.cuda.synchronize if on_cuda else None
+        oom = None
         try:
-            with MeasureGate(run_dir / ".locks").training(before_pause=sync) as gate_pass:
-                evaluator.evaluate(model, data, cfg, on_round=on_epoch, step_hook=gate_pass.checkpoint)
-        finally:
-            gate_pass = None  # the gate is closed; reports from here on need no release
+            attempt(alone=False)
+        except torch.OutOfMemoryError as e:  # packed trials misjudged, or the candidate is too big: once alone
+            oom = str(e).splitlines()[0]
+        if oom is not None:
+            history.clear()
+            _release_memory(device)  # the failed attempt's model and tensors are garbage by now
+            facts["retried_alone"] = True
+            try:
+                attempt(alone=True)
+            except torch.OutOfMemoryError as e:
+                report("failed", len(history), failure_reason="out of GPU memory, also when trained alone on its "
+                                                              f"device: {str(e).splitlines()[0]}")
     except TrainingDiverged as e:
         report("failed", len(history), failure_reason=f"diverged: {e}")
-    except torch.OutOfMemoryError as e:
-        report("failed", len(history), failure_reason=f"out of GPU memory: {str(e).splitlines()[0]}")
     except MemoryError:
         report("failed", len(history), failure_reason="out of host memory")
     except Exception as e:  # a model that fails to build or run is a result, not a crash
         # (Tune stops a trial with SystemExit, which is not an Exception and passes through)
         report("failed", len(history), failure_reason=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    finally:
+        _release_memory(device)  # before the next trial is admitted beside us

@@ -10,12 +10,17 @@ if TYPE_CHECKING:
     import torch
 
 
+# TrainConfig.cuda_step: how a training step runs on CUDA (cspnas.train.loop.DeviceStep; which one pays
+# for brief trainings, per model size, is measured by experiments/gpu_check.py)
+CUDA_STEPS = ("eager", "graph", "compile")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """SGD with Nesterov momentum, label smoothing, and a per-batch linear warmup then linear decay to 0.
 
     ``lr`` is the peak rate and is used as given for any ``batch_size`` (no implicit scaling).
-    ``bf16`` and ``channels_last`` only take effect on CUDA. ``crop_pad=None`` picks the crop
+    ``bf16``, ``channels_last`` and ``cuda_step`` only take effect on CUDA. ``crop_pad=None`` picks the crop
     padding from the input size: 1 px for 8x8 digits up to 4 px for 32 px and larger images.
     """
 
@@ -33,6 +38,8 @@ class TrainConfig:
     channels_last: bool = True
     eval_batch_size: int = 512
     crop_pad: int | None = None
+    cuda_step: str = field(default="eager", metadata={
+        "help": "how a training step runs on CUDA: eager | graph (one CUDA graph per step) | compile (torch.compile)"})
 
     def __post_init__(self) -> None:
         checks = [
@@ -46,6 +53,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
             (self.crop_pad is None or self.crop_pad >= 0, "crop_pad must be >= 0 or None"),
+            (self.cuda_step in CUDA_STEPS,
+             f"--cuda-step must be one of {', '.join(CUDA_STEPS)}, got {self.cuda_step!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -22,10 +22,16 @@ from cspnas.train.config import TrainConfig, resolve_device
 
 log = logging.getLogger(__name__)
 
-# The NaN/inf check reads the loss on the host, which waits for the GPU; doing it every
-# CHECK_EVERY steps (and at each epoch end) keeps the GPU queue full yet still stops a
-# diverged run within a few dozen steps.
+# The CPU loop's NaN/inf check reads the losses every CHECK_EVERY steps (and at each epoch
+# end), so a diverged run stops within a few dozen steps; on CUDA, DeviceStep reads them once
+# per epoch so the host never waits for the GPU mid-epoch.
 CHECK_EVERY = 25
+# Evaluation batches on CUDA: no gradients are kept, so much larger batches fit and cut launches.
+CUDA_EVAL_BATCH = 2048
+# On CUDA the search's gate is consulted every HOOK_EVERY steps (a measurement then waits at most
+# that many steps); the host never waits for the GPU within an epoch (see DeviceStep).
+HOOK_EVERY = 8
+GRAPH_WARMUP_STEPS = 3  # eager steps before a CUDA graph is captured (lazy state, cuDNN's choices)
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,13 +110,97 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mean: Sequen
     return correct.item() / len(x)
 
 
-def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:
+    """The evaluation batch on `device`: the recipe's on the CPU, at least CUDA_EVAL_BATCH on CUDA
+    (the accuracy does not depend on it: BatchNorm uses its running statistics in evaluation)."""
+    return max(cfg.eval_batch_size, CUDA_EVAL_BATCH) if device.type == "cuda" else cfg.eval_batch_size
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | torch.Tensor | None = None,
+                    fused: bool | None = None) -> torch.optim.SGD:
+    """`lr`: a float, or a one-element tensor on the device that the step updates in place (DeviceStep)."""
     # No weight decay on biases and norm gains: shrinking them only fights the normalisation.
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov)
+    optimizer = torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr if lr is None else lr,
+                                momentum=cfg.momentum, nesterov=cfg.nesterov, fused=fused)
+    if isinstance(lr, torch.Tensor):
+        for group in optimizer.param_groups:  # one tensor for every group: the step writes it once
+            group["lr"] = lr
+    return optimizer
+
+
+class DeviceStep:
+    """One training step that never waits for the host (CUDA's step; it runs on any device).
+
+    The learning rate is a precomputed per-step schedule on the device, read by a fused SGD through a
+    tensor; each step's loss is written to a per-step tensor on the device, and a step counter on the
+    device says where. The host reads the losses once per epoch (`epoch_loss`, which also finds the
+    first NaN/inf step). `mode`: "eager" runs the step as is, "compile" runs a torch.compile'd model
+    in it, "graph" captures the whole step (forward, backward, SGD) as one CUDA graph after
+    GRAPH_WARMUP_STEPS eager steps and replays it (inputs are copied into its static buffers).
+    The recipe is the eager loop's: same schedule, optimizer settings, augmentation and order.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, device: torch.device, loss_fn: nn.Module,
+                 total_steps: int, warmup_steps: int, mode: str = "eager"):
+        self.device, self.loss_fn, self.mode = device, loss_fn, mode
+        self.bf16 = cfg.bf16 and device.type == "cuda"
+        self.lrs = torch.tensor([lr_at(s, total_steps, warmup_steps, cfg.lr) for s in range(total_steps)],
+                                dtype=torch.float32, device=device)
+        self.lr = self.lrs[0].clone()
+        self.optimizer = _make_optimizer(model, cfg, lr=self.lr, fused=True)
+        self.losses = torch.zeros(total_steps, dtype=torch.float32, device=device)
+        self.step_index = torch.zeros((), dtype=torch.int64, device=device)  # train() moves it on a resume
+        self.forward = torch.compile(model) if mode == "compile" else model
+        self.steps = 0  # run by this object
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._static: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _body(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        at = self.step_index.view(1)  # index ops with a device index: no host sync, capturable
+        self.lr.copy_(self.lrs.index_select(0, at).view(()))
+        # autocast's weight cache must be off while capturing a graph
+        with (torch.autocast(device_type="cuda", dtype=torch.bfloat16, cache_enabled=self.mode != "graph")
+              if self.bf16 else contextlib.nullcontext()):
+            loss = self.loss_fn(self.forward(x), y)
+        loss.backward()
+        self.optimizer.step()
+        self.losses.index_copy_(0, at, loss.detach().float().view(1))
+        self.step_index += 1
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.steps += 1
+        if self.mode != "graph" or self.steps <= GRAPH_WARMUP_STEPS:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.mode == "graph":  # warm-up on a side stream, as graph capture needs
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    self._body(x, y)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+            else:
+                self._body(x, y)
+            return
+        if self.graph is None:
+            self._static = (x.clone(), y.clone())
+            self.optimizer.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._body(*self._static)
+        else:
+            self._static[0].copy_(x)
+            self._static[1].copy_(y)
+        self.graph.replay()
+
+    def epoch_loss(self, first: int, count: int) -> tuple[float, int | None]:
+        """Mean loss of steps first..first+count-1 and the first NaN/inf step among them (or None); one
+        host sync."""
+        chunk = self.losses[first:first + count]
+        bad = ~torch.isfinite(chunk)
+        total, any_bad = torch.stack([chunk.sum(), bad.any().float()]).tolist()
+        return total / count, (first + int(bad.nonzero()[0])) if any_bad else None
 
 
 def _first_nonfinite(losses: list[torch.Tensor], first_step: int) -> int | None:
@@ -120,6 +210,12 @@ def _first_nonfinite(losses: list[torch.Tensor], first_step: int) -> int | None:
     """
     bad = ~torch.isfinite(torch.stack(losses))
     return first_step + int(bad.nonzero()[0]) if bad.any() else None
+
+
+def _diverged(bad: int, epoch: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged: loss became NaN/inf at step {bad + 1} of {total_steps} "
+                            f"(epoch {epoch + 1}, lr {lr_at(bad, total_steps, warmup_steps, cfg.lr):.3g}); "
+                            "lower the learning rate or check the model")
 
 
 def _eval_split(data: ImageData, eval_on: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,15 +255,6 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     eval_x, eval_y = (t.to(device) for t in _eval_split(data, eval_on))
     train_x, train_y = data.train_x.to(device), data.train_y.to(device)  # once, as uint8
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    optimizer = _make_optimizer(model, cfg)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    history, start_epoch = History(), 0
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if path is not None and path.is_file():
-        start_epoch, history = load_checkpoint(path, model=model, optimizer=optimizer,
-                                               generator=generator, device=device)
-        log.info("resuming from %s after epoch %d", path, start_epoch)
-
     n = len(train_x)
     # Drop the ragged last batch: every step has the same shape (no re-tuning, no 1-sample
     # BatchNorm batch), and the shuffle changes which images sit out each epoch.
@@ -180,6 +267,22 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     scale, shift = _normalizer(data.mean, data.std, device)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
+    # CUDA: the step never waits for the host (DeviceStep); the CPU keeps the plain loop below
+    device_step = DeviceStep(model, cfg, device, loss_fn, total_steps, warmup_steps, cfg.cuda_step) \
+        if on_cuda else None
+    optimizer = device_step.optimizer if device_step is not None else _make_optimizer(model, cfg)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    history, start_epoch = History(), 0
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and path.is_file():
+        start_epoch, history = load_checkpoint(path, model=model, optimizer=optimizer,
+                                               generator=generator, device=device)
+        log.info("resuming from %s after epoch %d", path, start_epoch)
+        if device_step is not None:  # the schedule continues where the checkpoint left it
+            device_step.step_index.fill_(start_epoch * steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = device_step.lr
+
     for epoch in range(start_epoch, cfg.epochs):
         epoch_start = time.perf_counter()
         model.train()
@@ -191,6 +294,11 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
             idx = perm[i * batch_size:(i + 1) * batch_size]
             xb = augment_batch(train_x[idx], pad=pad, hflip=data.hflip, generator=generator)
             xb = _prepare(xb, scale, shift, channels_last)
+            if device_step is not None:
+                device_step(xb, train_y[idx])
+                if step_hook is not None and (i % HOOK_EVERY == 0 or i == steps_per_epoch - 1):
+                    step_hook()
+                continue
             lr = lr_at(step, total_steps, warmup_steps, cfg.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -205,17 +313,20 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
             if len(pending) == CHECK_EVERY or i == steps_per_epoch - 1:
                 bad = _first_nonfinite(pending, step - len(pending) + 1)
                 if bad is not None:
-                    raise TrainingDiverged(
-                        f"training diverged: loss became NaN/inf at step {bad + 1} of {total_steps} "
-                        f"(epoch {epoch + 1}, lr {lr_at(bad, total_steps, warmup_steps, cfg.lr):.3g}); "
-                        "lower the learning rate or check the model")
+                    raise _diverged(bad, epoch, total_steps, warmup_steps, cfg)
                 loss_sum += torch.stack(pending).sum()
                 pending = []
-        train_loss = loss_sum.item() / steps_per_epoch  # waits for the GPU, so the timing is honest
+        if device_step is not None:
+            first = epoch * steps_per_epoch
+            train_loss, bad = device_step.epoch_loss(first, steps_per_epoch)  # waits for the GPU: honest timing
+            if bad is not None:
+                raise _diverged(bad, epoch, total_steps, warmup_steps, cfg)
+        else:
+            train_loss = loss_sum.item() / steps_per_epoch  # waits for the GPU, so the timing is honest
         train_seconds = time.perf_counter() - epoch_start
 
         acc = evaluate(model, eval_x, eval_y, mean=data.mean, std=data.std,
-                       batch_size=cfg.eval_batch_size, device=device, bf16=cfg.bf16)
+                       batch_size=eval_batch_size(cfg, device), device=device, bf16=cfg.bf16)
         seconds = time.perf_counter() - epoch_start
         history.val_acc.append(acc)
         history.train_loss.append(train_loss)

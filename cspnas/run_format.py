@@ -188,6 +188,9 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
 def trials_frame(study, config: dict[str, Any], run_dir: Path) -> pd.DataFrame:
     """trials.csv of a study, with the hypervolume after each full-fidelity trial."""
     rows = [trial_row(t, run_dir) for t in study.get_trials(deepcopy=False)]
+    confirmed = confirmed_latencies(study)
+    for row in rows:
+        row.update(confirmed.get(row["trial"], {}))
     df = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     for col in TRIAL_COLUMNS:
         if col not in df:
@@ -200,6 +203,22 @@ def trials_frame(study, config: dict[str, Any], run_dir: Path) -> pd.DataFrame:
                                                                  order_column="completed_at")
     knob_cols = sorted(c for c in df.columns if c.startswith("p."))
     return df[TRIAL_COLUMNS + knob_cols]
+
+
+# The end-of-search confirmation pass re-times front members of finished trials, which Optuna keeps
+# read-only: their confirmed latencies live in one study attribute, {trial number: fields}.
+CONFIRMED_ATTR = "latency_confirmed"
+
+
+def confirmed_latencies(study) -> dict[int, dict[str, Any]]:
+    return {int(k): v for k, v in (study.user_attrs.get(CONFIRMED_ATTR) or {}).items()}
+
+
+def record_confirmed(study, found: dict[int, dict[str, Any]]) -> None:
+    """Add confirmation-pass results ({trial: latency_confirmed_* fields}) to the study."""
+    merged = {str(k): v for k, v in confirmed_latencies(study).items()}
+    merged.update({str(k): v for k, v in found.items()})
+    study.set_user_attr(CONFIRMED_ATTR, merged)
 
 
 def front_candidates(df: pd.DataFrame) -> pd.DataFrame:

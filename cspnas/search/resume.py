@@ -17,7 +17,8 @@ from cspnas.search.integrity import check_study_db, trial_counts
 
 # Settings a resume may change (leaf names, so they hold however the settings are nested);
 # every other setting defines the search.
-CHANGEABLE = frozenset({"budget", "concurrency", "address", "cpus_per_trial", "gpus_per_trial"})
+# (latency_node too: the measurer's fingerprint is checked instead, cspnas.search.measurer)
+CHANGEABLE = frozenset({"budget", "concurrency", "address", "cpus_per_trial", "gpus_per_trial", "latency_node"})
 # Not settings of the search but of where it is: a resume names RUN instead.
 LOCATION = frozenset({"name", "results_dir"})
 

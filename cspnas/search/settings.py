@@ -92,6 +92,8 @@ class SearchSettings:
                                             "(default: the data set's own size)")
     keep_weights: str = _setting("front", "front | all | none: whose trained weights are kept")
     address: str | None = _setting(None, "join an existing Ray cluster (e.g. 10.0.0.5:6379)")
+    latency_node: str | None = _setting(None, "measure latency on the cluster node advertising this Ray resource "
+                                              "(ray start --resources '{\"NAME\": 1}'); no trial trains there")
 
     def __post_init__(self) -> None:
         # one seed and one device for the whole search: the trials' recipe follows them

@@ -8,6 +8,7 @@ Ray's retry logic.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,10 @@ def _node_id() -> str:
 
 def train_candidate(config: dict[str, Any]) -> None:
     """config: trial, arch (JSON), run_dir, data (load_dataset kwargs), train (TrainConfig kwargs), evaluator
-    (a registered name), keep_weights, threads."""
+    (a registered name), keep_weights, threads, cores (None, or the cores left to training when the
+    latency measurer has cores of its own: cspnas.search.measurer)."""
+    if config.get("cores"):
+        os.sched_setaffinity(0, config["cores"])
     torch.set_num_threads(int(config["threads"]))
     cfg = TrainConfig(**config["train"])
     evaluator = candidate_evaluator(config.get("evaluator", DEFAULT_EVALUATOR))
@@ -89,7 +93,7 @@ def train_candidate(config: dict[str, Any]) -> None:
         on_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
         sync = torch.cuda.synchronize if on_cuda else None
         try:
-            with MeasureGate(run_dir / ".locks").training(before_pause=sync) as gate_pass:
+            with MeasureGate(run_dir / ".locks", node=node).training(before_pause=sync) as gate_pass:
                 evaluator.evaluate(model, data, cfg, on_round=on_epoch, step_hook=gate_pass.checkpoint)
         finally:
             gate_pass = None  # the gate is closed; reports from here on need no release

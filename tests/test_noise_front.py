@@ -86,3 +86,33 @@ def test_marginal_means_a_margin_to_the_limit_inside_the_noise():
     assert list(marginal(df, {"latency": 10.0})) == [False, True, False, True, True]
     assert not marginal(df, {"latency": None}).any()
     assert OBJECTIVES["macs"].noise_floor == 0  # no noise, never marginal
+
+
+def test_a_marginal_member_is_marked_in_report_dashboard_and_model_card(tmp_path):
+    import yaml
+    from rich.console import Console
+
+    from cspnas import run_format
+    from cspnas.results.dashboard import write_dashboard
+    from cspnas.results.export import export_trial
+    from cspnas.results.report import print_report
+    from run_fixture import make_run
+
+    run_dir = make_run(tmp_path, 8, max_macs=1e12)
+    run = run_format.load_run(run_dir)
+    knee = run.front[run.front["knee"]].iloc[0]
+    config = dict(run.config)
+    config["settings"]["constraints"]["max_latency_ms"] = float(knee["latency_ms"]) * 1.001  # 0.1% to spare
+    run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
+    front, _ = run_format.pareto_frame(run.trials, config)
+    run_format.write_csv_atomic(front, run_dir / run_format.PARETO)
+    run = run_format.load_run(run_dir)
+    assert run.front.set_index("trial").loc[knee["trial"], "marginal"]
+
+    console = Console(record=True, width=250)
+    print_report(run, console=console)
+    assert "marginal = within measurement noise of a limit" in console.export_text()
+    html = write_dashboard(run_dir, importance=False).read_text()
+    assert "&#9670; knee marginal" in html
+    export_trial(run, tmp_path / "out", formats=("json",))
+    assert "**Marginal**" in (tmp_path / "out" / "MODEL.md").read_text()

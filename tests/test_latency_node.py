@@ -2,6 +2,7 @@
 fingerprint and the resume rule, and `--latency-node` on a real two-node loopback cluster where
 only the second node advertises the resource (the cluster of tests/test_cluster.py)."""
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from cspnas.search.gate import MeasureGate
 from cspnas.search.measurer import (COMPARED, check_same_measurer, fingerprint_here, fingerprint_id, reserved_cores,
                                     training_cores)
 from cspnas.cost import LatencySettings
+from run_fixture import arch_from_params, sample_params
 from test_cluster import JOIN_LOOPBACK, RAY, Cluster, cspnas_cli
 
 RESOURCE = "cspnas_meter"
@@ -56,6 +58,37 @@ def test_a_resume_on_another_measurer_is_refused_in_one_line(tmp_path):
     check_same_measurer(None, here, tmp_path)  # a run from before fingerprints
     with pytest.raises(CspnasError, match=r"different machine \(torch '1.0' -> .*resume where it was measured"):
         check_same_measurer(dict(here, torch="1.0"), here, tmp_path)
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    from cspnas.search.ray_session import start_ray
+    from cspnas.search.settings import SearchSettings
+
+    start_ray(SearchSettings(name="local"))
+    yield ray
+    ray.shutdown()
+
+
+def test_a_local_measurer_runs_on_the_cores_reserved_for_it(local_ray, tmp_path):
+    import os
+
+    from cspnas.search.measurer import start_measurer
+
+    core = sorted(os.sched_getaffinity(0))[-1]
+    settings = LatencySettings(in_chs=1, input_size=8, min_run_time_s=0.01, warmup=1)
+    actor, fp = start_measurer(settings, tmp_path, cores=[core], latency_node=None)
+    assert fp["cores"] == 1 and fp["node_id"] == local_ray.get_runtime_context().get_node_id()
+    arch = arch_from_params(sample_params(random.Random(0))).to_json(indent=None)  # a small real one
+    record = local_ray.get(actor.latency.remote(arch, settings.to_dict(), False))
+    assert record["latency_ms"] > 0 and record["latency_iqr_ms"] >= 0 and record["latency_backend"]["name"] == "torch"
+    assert json.loads(record["measured_on"]) == json.loads(fingerprint_id(fp))
+    confirmed = local_ray.get(actor.confirm.remote([arch, arch], settings.to_dict(), 3))
+    assert [c["latency_confirmed_passes"] for c in confirmed] == [3, 3]
+    assert all(c["latency_confirmed_ms"] > 0 and c["latency_confirmed_iqr_ms"] >= 0 for c in confirmed)
+    assert not list(tmp_path.iterdir())  # ungated: no lock file was made
 
 
 class MeterCluster(Cluster):

@@ -111,6 +111,8 @@ class SearchSettings:
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
             (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
+            (not self.latency_node or bool(self.address), f"--latency-node {self.latency_node} needs --address: the "
+             "node is one of the Ray cluster the search joins"),
             (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              f"--name must be a plain directory name, got {self.name!r}"),
         ]

@@ -22,6 +22,8 @@ from cspnas.errors import CspnasError
 from cspnas.units import format_bytes, format_count, format_duration_ms, parse_bytes, parse_count, parse_duration_ms
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from cspnas.pareto import Objective
 
 
@@ -49,6 +51,10 @@ class Spec:
     flag_help: str = ""
     pick: str | None = None  # export --pick word for "best in this objective"
     spread: str | None = None  # column of the measurement's spread (IQR), shown as "value ± spread"
+    # a measured objective: differences within its noise are ties on the front (cspnas.pareto, "Measurement
+    # noise"), at least this share of the value; a margin to its limit inside the noise is "marginal"
+    noise_floor: float = 0.0
+    confirmed: str | None = None  # column of the end-of-search re-measurement; its spread is confirmed + "_iqr"
 
     @property
     def optuna_direction(self) -> str:
@@ -80,7 +86,9 @@ OBJECTIVES: dict[str, Spec] = {s.name: s for s in (
     # latencies of one search sit within about a decade below the target: linear keeps "half the target" at 0.5
     Spec("latency", "latency_ms", "min", "latency", "latency (ms)", format_duration_ms, ".3g", ideal=0.0,
          limit="max_latency_ms", flag="--target-latency", parse=parse_duration_ms,
-         flag_help="hard latency limit, e.g. 10ms, 500us, 0.01s", pick="fastest", spread="latency_iqr_ms"),
+         flag_help="hard latency limit, e.g. 10ms, 500us, 0.01s", pick="fastest", spread="latency_iqr_ms",
+         # 2%: the median pass-to-pass difference of one architecture on a quiet host was 1.6% (README, experiment 6)
+         noise_floor=0.02, confirmed="latency_confirmed_ms"),
     # peak activation bytes at batch 1 (cost/memory.py): spans decades with the input size, so log
     Spec("memory", "memory_bytes", "min", "memory", "peak activation memory (bytes)", format_bytes, ".3s",
          ideal=1e3, log=True, limit="max_memory", flag="--max-memory", parse=parse_bytes,
@@ -144,7 +152,49 @@ def bind(names: Sequence[str], refs: Mapping[str, float]) -> list["Objective"]:
     from cspnas.pareto import Objective  # numpy/pandas: not needed to parse flags
 
     return [Objective(s.column, s.direction, ref=float(s.ref if s.ref is not None else refs[s.name]),
-                      ideal=s.ideal, log=s.log) for s in specs(names)]
+                      ideal=s.ideal, log=s.log, spread=s.spread, noise_floor=s.noise_floor) for s in specs(names)]
+
+
+def confirmed_spread(spec: Spec) -> str:
+    """Column of the confirmed measurement's IQR (latency_confirmed_ms -> latency_confirmed_iqr_ms)."""
+    return spec.confirmed.removesuffix("_ms") + "_iqr_ms"
+
+
+CONFIRMED_COLUMNS = tuple(c for s in OBJECTIVES.values() if s.confirmed for c in (s.confirmed, confirmed_spread(s)))
+
+
+def settled(df: "pd.DataFrame") -> "pd.DataFrame":
+    """A copy of a trials table where re-measured (confirmed) values replace the first ones, with their
+    spreads: the numbers the front stands on. `confirmed` says which rows had one."""
+    out = df.copy()
+    out["confirmed"] = False
+    for s in OBJECTIVES.values():
+        if s.confirmed and s.confirmed in out.columns:
+            has = out[s.confirmed].notna()
+            out.loc[has, s.column] = out.loc[has, s.confirmed].astype(float)
+            out.loc[has, s.spread] = out.loc[has, confirmed_spread(s)].astype(float)
+            out["confirmed"] |= has
+    return out
+
+
+def marginal(df: "pd.DataFrame", limits: Mapping[str, float | None]) -> "pd.Series":
+    """Rows whose margin to a hard limit of a measured objective is inside that value's noise (or
+    negative): half its IQR, at least its noise floor x the larger of value and limit."""
+    import pandas as pd
+
+    from cspnas.pareto import noise_tolerance
+
+    flags = pd.Series(False, index=df.index)
+    for s in OBJECTIVES.values():
+        limit = limits.get(s.name) if s.limit else None
+        if limit is None or not s.spread or s.column not in df.columns:
+            continue
+        value = df[s.column].astype(float)
+        spread = df[s.spread].astype(float) if s.spread in df.columns else 0.0
+        noise = noise_tolerance(value, limit, spread, 0.0, s.noise_floor)
+        sign = 1.0 if s.direction == "min" else -1.0
+        flags |= (sign * (limit - value) <= noise) & value.notna()
+    return flags
 
 
 def check_limits(limits: Mapping[str, float | None], cost: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:

@@ -39,6 +39,17 @@ Dominance
     in at least one. Of several rows with exactly equal objective values only the
     first (in DataFrame row order) is on the front, so a front never lists the same
     trade-off twice. A row with NaN in any objective is never on the front.
+
+Measurement noise
+    An objective with a ``spread`` column (latency: its IQR) is measured, not counted, so
+    a small difference in it may be noise. Two values ``a`` and ``b`` are *tied* when
+    ``|a - b| <= noise_tolerance``: half the sum of their IQRs (the bands median ± IQR/2
+    overlap) or ``noise_floor`` times the larger value, whichever is larger. A tie is no
+    advantage: ``a`` then dominates ``b`` when ``a`` is no worse than ``b`` beyond the
+    tolerance in every objective and strictly better in at least one (so a row that was
+    better only by noise is dominated), unless ``b`` dominates ``a`` by the same rule too
+    (possible with two noisy objectives: then neither removes the other). The noisy front
+    is a subset of the exact one; the hypervolume stays that of the exact front.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ __all__ = [
     "knee_index",
     "hypervolume_curve",
     "compute_front",
+    "noise_tolerance",
 ]
 
 
@@ -70,6 +82,8 @@ class Objective:
     ref: float  # worst value of interest: normalizes to 1, hypervolume reference
     ideal: float  # best conceivable value: normalizes to 0
     log: bool = False  # normalize on a log scale; needs ideal > 0 (and ref > 0)
+    spread: str | None = None  # column of each value's measurement spread (IQR): see "Measurement noise"
+    noise_floor: float = 0.0  # relative: differences below this share of the larger value are ties
 
     def __post_init__(self) -> None:
         if self.direction not in ("max", "min"):
@@ -128,7 +142,8 @@ def normalize(values: np.ndarray, objectives: Sequence[Objective]) -> np.ndarray
 
 
 def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
-    """Boolean mask (positional, aligned with ``df`` rows) of the non-dominated rows.
+    """Boolean mask (positional, aligned with ``df`` rows) of the non-dominated rows, ties
+    within measurement noise included (module docstring).
 
     Exact duplicates: only the first row is kept. NaN in any objective: not on the front.
     """
@@ -137,7 +152,34 @@ def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray
     valid = ~np.isnan(oriented).any(axis=1)
     idx = np.flatnonzero(valid)
     mask[idx[_nondominated(oriented[idx])]] = True
+    if any(o.spread or o.noise_floor for o in objectives):
+        _drop_noise_wins(mask, oriented[valid], _spreads(df, objectives)[valid], idx, objectives)
     return mask
+
+
+def noise_tolerance(a, b, spread_a, spread_b, floor: float = 0.0):
+    """The largest difference between values ``a`` and ``b`` that is still measurement noise:
+    half the sum of their spreads (IQRs; NaN counts as 0), at least ``floor`` x the larger one."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    half = (np.nan_to_num(np.asarray(spread_a, dtype=float)) + np.nan_to_num(np.asarray(spread_b, dtype=float))) / 2
+    return np.maximum(half, floor * np.maximum(np.abs(a), np.abs(b)))
+
+
+def _drop_noise_wins(mask: np.ndarray, points: np.ndarray, spreads: np.ndarray, idx: np.ndarray,
+                     objectives: Sequence[Objective]) -> None:
+    """Unset the front members that another row dominates once noise-sized differences are ties.
+    Only exact-front members can drop (the noisy front is a subset); each is checked against all rows."""
+    floors = np.array([o.noise_floor for o in objectives])
+    pos = {row: k for k, row in enumerate(idx)}
+    for row in np.flatnonzero(mask):
+        k = pos[row]
+        p = points[k]
+        tol = noise_tolerance(points, p, spreads, spreads[k], floors)
+        strictly = points < p
+        others_win = np.all(points <= p + tol, axis=1) & strictly.any(axis=1)
+        we_win = np.all(p <= points + tol, axis=1) & (p < points).any(axis=1)
+        if (others_win & ~we_win).any():
+            mask[row] = False
 
 
 def _nondominated(points: np.ndarray) -> np.ndarray:
@@ -278,7 +320,8 @@ def hypervolume_curve(df: pd.DataFrame, objectives: Sequence[Objective], order_c
 
 
 def compute_front(df: pd.DataFrame, objectives: Sequence[Objective]) -> Front:
-    """Front rows sorted best-first (by objective 1, then 2, ...), its hypervolume and knee."""
+    """Front rows sorted best-first (by objective 1, then 2, ...), its hypervolume and knee
+    (the hypervolume is the exact front's, which noise ties do not change)."""
     mask = pareto_mask(df, objectives)
     table = df.iloc[np.flatnonzero(mask)]
     oriented = _oriented(table, objectives)
@@ -293,7 +336,9 @@ def compute_front(df: pd.DataFrame, objectives: Sequence[Objective]) -> Front:
     table.iloc[pos, table.columns.get_loc("knee")] = True
     label = table.index[pos]
     label = label.item() if isinstance(label, np.generic) else label  # plain int, not np.int64
-    return Front(table=table, hypervolume=hypervolume(pts), knee=label)
+    noisy = any(o.spread or o.noise_floor for o in objectives)
+    hv = hypervolume(normalize(_values(df, objectives), objectives) if noisy else pts)
+    return Front(table=table, hypervolume=hv, knee=label)
 
 
 # ---------------------------------------------------------------- helpers
@@ -312,6 +357,13 @@ def _values(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
     if missing:
         raise KeyError(f"result table lacks objective column(s) {missing}; has {list(df.columns)}")
     return df[cols].to_numpy(dtype=float, na_value=np.nan)
+
+
+def _spreads(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:
+    """Each objective's spread column as an (n, d) array; 0 where an objective has none (or the table lacks it)."""
+    cols = [df[o.spread].to_numpy(dtype=float, na_value=np.nan) if o.spread and o.spread in df.columns
+            else np.zeros(len(df)) for o in objectives]
+    return np.nan_to_num(np.stack(cols, axis=1) if cols else np.zeros((len(df), 0)))
 
 
 def _oriented(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray:

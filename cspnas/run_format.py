@@ -29,8 +29,8 @@ import yaml
 from cspnas import __version__
 from cspnas.errors import CspnasError
 from cspnas.fsutil import check_writable_dir, write_atomic
-from cspnas.objectives import (COLUMNS, OBJECTIVES, bind, optuna_directions, run_limits, run_objectives,
-                               run_references)
+from cspnas.objectives import (COLUMNS, CONFIRMED_COLUMNS, OBJECTIVES, bind, marginal, optuna_directions, run_limits,
+                               run_objectives, run_references, settled)
 from cspnas.pareto import Objective, compute_front, hypervolume_curve
 from cspnas.space.searchspace import load_yaml
 from cspnas.study_db import check_study_db
@@ -46,10 +46,14 @@ TRIAL_COLUMNS = [
     *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend", "feasible", "violations",
     "val_acc_per_epoch", "accuracy", "train_seconds", "cost_seconds", "started_at", "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
+    *CONFIRMED_COLUMNS, "measured_on",
 ]
-PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights"]
+# latency_ms / latency_iqr_ms: the confirmed re-measurement where there is one (`confirmed`); `marginal`: a
+# margin to a limit inside the noise (cspnas.objectives.settled, .marginal)
+PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights",
+                  "confirmed", "marginal"]
 _NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "train_seconds", "cost_seconds",
-            "hypervolume")
+            "hypervolume", *CONFIRMED_COLUMNS)
 _TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "violations", "val_acc_per_epoch",
          "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
 
@@ -174,7 +178,7 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "started_at": t.datetime_start.isoformat() if t.datetime_start else None,
         "completed_at": t.datetime_complete.isoformat() if t.datetime_complete else None,
         "failure_reason": a.get("failure_reason", ""), "duplicate_of": a.get("duplicate_of"),
-        "node": a.get("node", ""),
+        "node": a.get("node", ""), **{c: a.get(c) for c in CONFIRMED_COLUMNS}, "measured_on": a.get("measured_on", ""),
         # weights of trials that left the front are deleted; the table says what is on disk
         "weights": a.get("weights", "") if a.get("weights") and (run_dir / a["weights"]).is_file() else "",
     }
@@ -185,6 +189,9 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
 def trials_frame(study, config: dict[str, Any], run_dir: Path) -> pd.DataFrame:
     """trials.csv of a study, with the hypervolume after each full-fidelity trial."""
     rows = [trial_row(t, run_dir) for t in study.get_trials(deepcopy=False)]
+    confirmed = confirmed_latencies(study)
+    for row in rows:
+        row.update(confirmed.get(row["trial"], {}))
     df = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     for col in TRIAL_COLUMNS:
         if col not in df:
@@ -197,6 +204,22 @@ def trials_frame(study, config: dict[str, Any], run_dir: Path) -> pd.DataFrame:
                                                                  order_column="completed_at")
     knob_cols = sorted(c for c in df.columns if c.startswith("p."))
     return df[TRIAL_COLUMNS + knob_cols]
+
+
+# The end-of-search confirmation pass re-times front members of finished trials, which Optuna keeps
+# read-only: their confirmed latencies live in one study attribute, {trial number: fields}.
+CONFIRMED_ATTR = "latency_confirmed"
+
+
+def confirmed_latencies(study) -> dict[int, dict[str, Any]]:
+    return {int(k): v for k, v in (study.user_attrs.get(CONFIRMED_ATTR) or {}).items()}
+
+
+def record_confirmed(study, found: dict[int, dict[str, Any]]) -> None:
+    """Add confirmation-pass results ({trial: latency_confirmed_* fields}) to the study."""
+    merged = {str(k): v for k, v in confirmed_latencies(study).items()}
+    merged.update({str(k): v for k, v in found.items()})
+    study.set_user_attr(CONFIRMED_ATTR, merged)
 
 
 def front_candidates(df: pd.DataFrame) -> pd.DataFrame:
@@ -213,8 +236,9 @@ def pareto_frame(trials: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataF
     cand = front_candidates(trials)
     if cand.empty:
         return pd.DataFrame(columns=PARETO_COLUMNS), 0.0
-    front = compute_front(cand, objectives_of(config))
-    return front.table[PARETO_COLUMNS].reset_index(drop=True), front.hypervolume
+    front = compute_front(settled(cand), objectives_of(config))
+    table = front.table.assign(marginal=marginal(front.table, run_limits(config)))
+    return table[PARETO_COLUMNS].reset_index(drop=True), front.hypervolume
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -388,7 +412,8 @@ def _read_front(path: Path, objective_columns: list[str]) -> pd.DataFrame:
     df["trial"] = _int_column(path, df["trial"], "trial")
     for col in (*COLUMNS, "latency_iqr_ms"):
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
-    df["knee"] = _bool_column(df["knee"]) if "knee" in df.columns else False
+    for col in ("knee", "confirmed", "marginal"):
+        df[col] = _bool_column(df[col]) if col in df.columns else False
     for col in ("arch_hash", "arch_summary", "weights"):
         if col not in df.columns:
             df[col] = pd.Series([None] * len(df), dtype=object)

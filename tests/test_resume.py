@@ -198,9 +198,10 @@ def test_a_full_disk_stops_the_search_in_one_line_and_resume_requeues_the_trial(
     kill_group(proc)
     assert proc.returncode == 2, err[-2000:]
     line = err.strip().splitlines()[-1]
-    # where the disk filled decides the inner text: SQLite/OS ("No space left on device") or cspnas's own writer
+    # where the disk filled decides the inner text: the OS ("No space left on device"), SQLite ("database or disk
+    # is full") or cspnas's own writer
     assert line.startswith("cspnas: error: disk full while searching (") and \
-        ("No space left on device" in line or "disk full writing" in line), line
+        any(w in line for w in ("No space left on device", "database or disk is full", "disk full writing")), line
     assert line.endswith(f"free space, then continue with `cspnas search --resume {run}` (the trial it hit is re-queued)")
     assert "Traceback" not in err, err[-3000:]
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed

@@ -19,7 +19,7 @@ _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), 
               ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int),
-              ("--results-dir", str), ("--address", str))
+              ("--results-dir", str), ("--address", str), ("--latency-node", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
                 ("--lr", float, None), ("--cuda-step", str, None))
 

@@ -12,7 +12,7 @@ from cspnas.fsutil import write_atomic
 from cspnas.results import figures
 from cspnas.results.importance import param_importances
 from cspnas.objectives import OBJECTIVES, specs
-from cspnas.results.report import front_table, run_totals, shown_objectives, totals_line
+from cspnas.results.report import MARGINAL_NOTE, front_table, run_totals, shown_objectives, totals_line
 from cspnas.run_format import Run, load_run
 from cspnas.runlock import search_is_running
 
@@ -99,13 +99,14 @@ def _front_html(run: Run) -> str:
     shown = shown_objectives(front)
     for r in front.to_dict(orient="records"):
         cells = [str(r["trial"]), html.escape(str(r["arch_summary"])), *(s.cell(r) for s in shown),
-                 "&#9670; knee" if r["knee"] else ""]
+                 " ".join(w for w, on in (("&#9670; knee", r["knee"]), ("marginal", r["marginal"])) if on)]
         numeric = ' class="num"'
         rows.append("<tr>" + "".join(
             f"<td{'' if i in (1, len(cells) - 1) else numeric}>{c}</td>" for i, c in enumerate(cells)) + "</tr>")
     headers = ("trial", "architecture", *(s.header for s in shown), "")
     head = "".join(f"<th>{h}</th>" for h in headers)
-    return f"<section><h2>Pareto front</h2><table><tr>{head}</tr>{''.join(rows)}</table></section>"
+    note = f'<p class="note">{MARGINAL_NOTE}</p>' if front["marginal"].any() else ""
+    return f"<section><h2>Pareto front</h2><table><tr>{head}</tr>{''.join(rows)}</table>{note}</section>"
 
 
 def _section(title: str, fig: go.Figure | None, note: str) -> str:

@@ -5,6 +5,7 @@ import json
 import re
 import shlex
 
+import numpy as np
 import pandas as pd
 
 from cspnas.objectives import PICKS
@@ -43,11 +44,21 @@ def _code(value, *, in_table: bool = False) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def _yes(flag) -> bool:
+    """A pareto.csv flag (a front row's; a trial picked by number has none)."""
+    return isinstance(flag, (bool, np.bool_)) and bool(flag)
+
+
 def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: list[str], checks: list,
                weights_kept: bool) -> str:
     c = run.config
     lat = c.get("latency") or {}
     trial = int(row["trial"])
+    on_front = run.front[run.front["trial"] == trial]
+    if len(on_front):  # the front's latency is the confirmed one, with its flags
+        row = row.copy()
+        for key in ("latency_ms", "latency_iqr_ms", "confirmed", "marginal"):
+            row[key] = on_front.iloc[0].get(key)
     size = c.get("input_size") or lat.get("input_size") or "?"
     shape = f"(N, {arch.in_chs}, {size}, {size})"
     dataset = run.setting("dataset", "?")
@@ -55,6 +66,9 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
     data = c.get("data") if isinstance(c.get("data"), dict) else {}
     chosen = PICK_WORDS.get(pick, f"trial {trial}, chosen by number")
     curve = parse_json_list(row.get("val_acc_per_epoch"))
+    measured = c.get("measured_on") if isinstance(c.get("measured_on"), dict) else {}
+    measured_on = (f"{measured.get('hostname')} ({measured.get('cpu_model')})" if measured
+                   else "the machine that ran the search")
     lines = [
         f"# cspnas model: trial {trial} of run {_code(run.name)}",
         "",
@@ -78,9 +92,15 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         f"batch {_text(lat.get('batch_size', '?'))}, {_text(lat.get('threads', '?'))} thread(s), "
         f"{_text(lat.get('dtype', '?'))}, input {_text(lat.get('in_chs', arch.in_chs))}x"
         f"{_text(lat.get('input_size', size))}x{_text(lat.get('input_size', size))}, "
-        "on the machine that ran the search |",
+        f"on {_text(measured_on)}"
+        + (", confirmed by re-timing at the end of the search (interleaved passes)" if _yes(row.get("confirmed"))
+           else "") + " |",
         "",
     ]
+    if _yes(row.get("marginal")):
+        lines += ["**Marginal**: its margin to the run's limit is within the measurement noise (its IQR, at least "
+                  "2% of the value), so it may exceed the limit where it is deployed; time it there before relying "
+                  "on it.", ""]
     if curve:
         lines += [f"Validation accuracy per epoch: {', '.join(f'{100 * float(a):.2f}%' for a in curve)}.", ""]
     lines += ["## Files", ""]

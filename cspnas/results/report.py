@@ -14,7 +14,9 @@ from cspnas.objectives import COLUMNS, OBJECTIVES, Spec
 from cspnas.run_format import Run
 from cspnas.tables import print_table
 
-FRONT_REPORT_COLUMNS = ("trial", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights")
+FRONT_REPORT_COLUMNS = ("trial", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights", "confirmed",
+                        "marginal")
+MARGINAL_NOTE = "marginal = within measurement noise of a limit"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def front_table(run: Run, sort: str = "accuracy") -> pd.DataFrame:
         raise CspnasError(f"unknown sort key {sort!r}; use one of {', '.join(OBJECTIVES)}")
     spec = OBJECTIVES[sort]
     df = run.front.reindex(columns=list(FRONT_REPORT_COLUMNS))
+    for flag in ("confirmed", "marginal"):  # absent in runs written before the confirmation pass
+        df[flag] = df[flag].eq(True)
     ordered = df.sort_values([spec.column, "trial"], ascending=[spec.ascending, True], kind="stable")
     return ordered.reset_index(drop=True)
 
@@ -91,15 +95,18 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
     totals = run_totals(run)
     front = front_table(run, sort)
     title = f"Pareto front of {run.name}" + (f" ({run.setting('dataset')})" if run.setting("dataset") else "")
-    table = Table(title=title, caption=f"sorted by {sort}; ◆ = knee (closest to the ideal point)")
+    marked = bool(front["marginal"].any())
+    table = Table(title=title, caption=f"sorted by {sort}; ◆ = knee (closest to the ideal point)"
+                  + (f"; {MARGINAL_NOTE}" if marked else ""))
     shown = shown_objectives(front)
-    columns = [("trial", "right"), ("architecture", "left"), *((s.header, "right") for s in shown), ("knee", "center")]
+    columns = [("trial", "right"), ("architecture", "left"), *((s.header, "right") for s in shown), ("knee", "center"),
+               *((("marginal", "center"),) if marked else ())]
     for col, justify in columns:
         # numbers must never be cut; on a narrow terminal the summary wraps between stages instead
         table.add_column(col, justify=justify, no_wrap=col != "architecture")
     for row in front.to_dict(orient="records"):
         table.add_row(str(row["trial"]), str(row["arch_summary"]), *(s.cell(row) for s in shown),
-                      "◆" if row["knee"] else "")
+                      "◆" if row["knee"] else "", *(("yes" if row["marginal"] else "",) if marked else ()))
     if len(front):
         print_table(table, console)
     else:

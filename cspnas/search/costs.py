@@ -12,6 +12,7 @@ import torch
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import build_model
 from cspnas.search.gate import MeasureGate
+from cspnas.search.measurer import fingerprint_here, fingerprint_id, latency_record
 from cspnas.space import ArchConfig
 
 
@@ -19,15 +20,20 @@ from cspnas.space import ArchConfig
 class CostMeter:
     """Params, MACs (fvcore), latency and peak activation memory of an architecture, cached by arch hash.
 
-    Latency is measured inside the MeasureGate, i.e. with every training trial paused
-    (gate None: nothing is training, e.g. before the search starts). Every number is
-    recorded for every candidate, feasible or not; the keys are the objectives' columns.
+    Latency is timed by `measurer`, the search's measuring actor (cspnas.search.measurer), which
+    pauses the trainers it shares cores with (`pause_trainers`) while it times; without a measurer it
+    is timed here, inside the MeasureGate. `gate` None: nothing is training (e.g. before the search
+    starts), so nothing is paused. Every number is recorded for every candidate, feasible or not;
+    the keys are the objectives' columns.
     """
 
     latency: LatencySettings
     gate: MeasureGate | None
     input_size: int
+    measurer: Any = None  # a Ray actor handle of cspnas.search.measurer.Measurer
+    pause_trainers: bool = True  # the measurer shares cores (or a GPU) with trainers: pause them while timing
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _here: str | None = None  # fingerprint id of this process, when it times
 
     def remember(self, study: optuna.Study) -> None:
         """Seed the cache from a study's trials (resume): identical archs are never re-measured."""
@@ -42,20 +48,52 @@ class CostMeter:
             self._cache[key] = self._measure(arch)
         return dict(self._cache[key])
 
+    def settings_for(self, arch: ArchConfig) -> LatencySettings:
+        return replace(self.latency, in_chs=arch.in_chs, input_size=self.input_size)
+
+    def time(self, arch: ArchConfig, model: torch.nn.Module | None = None) -> dict[str, Any]:
+        """Latency fields of `arch` (latency_ms, latency_iqr_ms, ..., measured_on)."""
+        settings = self.settings_for(arch)
+        if self.measurer is not None:
+            import ray
+
+            call = self.measurer.latency.remote(arch.to_json(indent=None), settings.to_dict(),
+                                                self.gate is not None and self.pause_trainers)
+            try:
+                return ray.get(call)
+            except ray.exceptions.RayTaskError as e:  # the measurer's own error (e.g. a CspnasError), not Ray's
+                raise (e.cause if isinstance(e.cause, Exception) else e) from None
+        if model is None:
+            torch.manual_seed(0)
+            model = build_model(arch)
+        if self._here is None:
+            self._here = fingerprint_id(fingerprint_here(settings))
+        with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
+            return latency_record(measure_latency(model, settings), self._here)
+
+    def confirm(self, arch_jsons: list[str], passes: int) -> list[dict[str, Any]]:
+        """Re-time architectures in `passes` interleaved passes (Measurer.confirm), ungated: for the end
+        of a search, when nothing trains. Returns latency_confirmed_* fields per architecture."""
+        settings = replace(self.latency, input_size=self.input_size).to_dict()
+        if self.measurer is not None:
+            import ray
+
+            return ray.get(self.measurer.confirm.remote(arch_jsons, settings, passes))
+        from cspnas.search.measurer import Measurer
+
+        return Measurer(None, "", settings).confirm(arch_jsons, settings, passes)
+
     def _measure(self, arch: ArchConfig) -> dict[str, Any]:
         start = time.perf_counter()
         torch.manual_seed(0)
         model = build_model(arch)
         params = count_params(model)
         macs = count_macs(model, in_chs=arch.in_chs, input_size=self.input_size).total
-        settings = replace(self.latency, in_chs=arch.in_chs, input_size=self.input_size)
-        with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
-            lat = measure_latency(model, settings)
-        memory = measure_peak_memory(model, replace(settings, batch_size=1)).activation_bytes
-        return {"params": params, "macs": macs, "latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
-                "latency_runs": lat.runs, "latency_noisy": lat.noisy, "latency_backend": lat.backend,
-                "memory_bytes": memory, "cost_seconds": time.perf_counter() - start}
+        lat = self.time(arch, model)
+        memory = measure_peak_memory(model, replace(self.settings_for(arch), batch_size=1)).activation_bytes
+        return {"params": params, "macs": macs, **lat, "memory_bytes": memory,
+                "cost_seconds": time.perf_counter() - start}
 
 
 _KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "latency_backend",
-         "memory_bytes", "cost_seconds")
+         "measured_on", "memory_bytes", "cost_seconds")

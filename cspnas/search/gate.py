@@ -6,6 +6,10 @@ measurer takes `turnstile` exclusively (so no trainer starts a new step), then `
 exclusively (waits for running steps to end), measures, and releases both. flock locks
 die with their process, so a crashed trainer can never wedge the search. Cost to a
 trainer: one non-blocking flock per step.
+
+The locks are per Ray node (`node`: a subfolder named by the node id), so a measurement pauses
+only the trainers of the node it runs on, even where nodes share a file system (a loopback
+cluster, NFS); the stop file is one per run and reaches every trainer that sees the run directory.
 """
 from __future__ import annotations
 
@@ -64,14 +68,14 @@ STOP_FILE = "stop"
 
 
 class MeasureGate:
-    def __init__(self, lock_dir: str | Path):
+    def __init__(self, lock_dir: str | Path, node: str = ""):
         self.lock_dir = Path(lock_dir)
-        self._work_fd: int | None = None
-        self._turn_fd: int | None = None
+        self._locks = self.lock_dir / f"node-{node}" if node else self.lock_dir
 
     def _open(self, name: str) -> int:
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
-        return os.open(self.lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+        folder = self.lock_dir if name == STOP_FILE else self._locks
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
 
     # -- trainer side ---------------------------------------------------------------------
     @contextlib.contextmanager

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 # Draws in a row that repeat an architecture already tried before the space counts as exhausted.
 RESAMPLE_LIMIT = 50
+# The end-of-search confirmation pass: passes per front member, and rounds (a member that joins the
+# front once others were re-timed is re-timed in the next round).
+CONFIRM_PASSES = 5
+CONFIRM_ROUNDS = 3
 
 
 def count_final(study: optuna.Study) -> int:
@@ -239,11 +243,35 @@ class SearchLoop:
                         raise
                     self.disk_full = _first_line(e)
                 self._interrupt_running()
+            if not self.stopping:
+                self._confirm_front()
             if self.proposer.exhausted:
                 self.progress.log(f"search space exhausted: {RESAMPLE_LIMIT} draws in a row repeated architectures "
                                   f"already tried; stopping at {count_final(self.study)} of {self.settings.budget}")
             if self.disk_full is None:  # with a full disk the tables cannot be written; study.db has it all
                 self.finish()
+
+    def _confirm_front(self) -> None:
+        """Re-time the front's unconfirmed members (CONFIRM_PASSES interleaved passes through the
+        search's measurer) and recompute the front on the confirmed latencies; members that join
+        the front then are confirmed too (a few rounds at most). A resume of a finished run does it
+        for whatever is still unconfirmed."""
+        s = self.settings
+        if "latency" not in s.objectives and s.constraints.max_latency_ms is None:
+            return
+        self.refresh()
+        before = len(self.front)
+        for _ in range(CONFIRM_ROUNDS):
+            todo = [int(t) for t, done in zip(self.front["trial"], self.front["confirmed"]) if not done]
+            if not todo:
+                break
+            arch = dict(zip(self.trials["trial"], self.trials["arch_json"]))
+            found = self.proposer.meter.confirm([arch[t] for t in todo], CONFIRM_PASSES)
+            run_format.record_confirmed(self.study, dict(zip(todo, found)))
+            self.refresh()
+            self.progress.log(f"confirmation: re-timed {len(todo)} front member(s) in {CONFIRM_PASSES} "
+                              f"interleaved passes; front {before} -> {len(self.front)}, "
+                              f"{int(self.front['marginal'].sum())} marginal")
 
     def _interrupt_running(self) -> None:
         """Trials Tune stopped because the search was asked to stop: interrupted, re-queued once."""

@@ -1,7 +1,6 @@
 """Pre-flight: refuse hard limits that nothing in the search space can meet, before any file exists."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import optuna
 
@@ -74,11 +73,11 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
     conv+linear lower bound confirmed with the exact fvcore count where it passes. With a latency
     limit it measures the first candidate within the other limits, then the
     PREFLIGHT_LATENCY_CANDIDATES cheapest by MACs. Returns as soon as one candidate meets every
-    limit; writes nothing (latency is measured without the run's MeasureGate, whose locks live in
+    limit; writes nothing (latency is measured by the search's measurer, ungated: the gate's locks live in
     the run directory). A space whose only feasible corners are missed by the sample is refused
     wrongly; `run_search(preflight=False)` skips the check.
     """
-    from cspnas.cost import count_macs, count_params, measure_latency
+    from cspnas.cost import count_macs, count_params
     from cspnas.models import build_model
     from cspnas.units import format_count, format_duration_ms
 
@@ -87,13 +86,12 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
     if c.max_params is None and c.max_macs is None and c.max_latency_ms is None:
         return
     size = meter.input_size
-    latency_settings = replace(meter.latency, in_chs=in_chs, input_size=size)
     latencies: dict[str, float] = {}
 
     def latency_of(arch: ArchConfig) -> float:
         key = arch.arch_hash()
         if key not in latencies:
-            latencies[key] = measure_latency(build_model(arch), latency_settings).median_ms
+            latencies[key] = meter.time(arch)["latency_ms"]  # where the search measures (its measurer)
         return latencies[key]
 
     def exact_macs(arch: ArchConfig) -> int:

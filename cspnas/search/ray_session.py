@@ -39,7 +39,8 @@ def check_cluster_address(address: str) -> None:
                           f"{e.strerror or type(e).__name__}; {hint}") from None
 
 
-def start_ray(settings: SearchSettings) -> None:
+def start_ray(settings: SearchSettings, reserved: int = 0) -> None:
+    """Start or join Ray; a local session leaves `reserved` cores out (the latency measurer's)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # we keep our own records
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -82,7 +83,7 @@ def start_ray(settings: SearchSettings) -> None:
         notices = logging.getLogger(_RAY_AUTH_LOGGER)
         notices.addFilter(_drop_local_auth_notice)
         try:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **kwargs)
+            ray.init(num_cpus=os.cpu_count() - reserved, include_dashboard=False, **kwargs)
         finally:
             notices.removeFilter(_drop_local_auth_notice)
 

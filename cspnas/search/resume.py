@@ -17,8 +17,9 @@ from cspnas.study_db import check_study_db, trial_counts
 
 # Settings a resume may change (leaf names, so they hold however the settings are nested);
 # every other setting defines the search.
+# (latency_node too: the measurer's fingerprint is checked instead, cspnas.search.measurer)
 CHANGEABLE = frozenset({"budget", "concurrency", "address", "cpus_per_trial", "gpus_per_trial",
-                        "trials_per_gpu"})
+                        "trials_per_gpu", "latency_node"})
 # Not settings of the search but of where it is: a resume names RUN instead.
 LOCATION = frozenset({"name", "results_dir"})
 

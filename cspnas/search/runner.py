@@ -27,6 +27,8 @@ from cspnas.search.gate import MeasureGate
 from cspnas.search.interrupt import StopRequest, resume_hint
 from cspnas.search.leftovers import end_leftovers, local_ray_processes
 from cspnas.search.loop import SearchLoop
+from cspnas.search.measurer import (check_same_measurer, fingerprint_here, reserved_cores, start_measurer,
+                                    training_cores)
 from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.ray_session import start_ray
 from cspnas.search.resume import check_resume, record_resume, sampler_seed
@@ -162,15 +164,32 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     except CspnasError as e:
         raise CspnasError(f"--latency-device {settings.latency_device}: {str(e).split(';')[0]}; "
                           "measure on this machine's CPU with --latency-device cpu") from None
-    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size)
-    if config is None:
-        if preflight:  # refuse hopeless limits before any file or Ray exists
+    # the measuring actor (cspnas.search.measurer: where it runs, whom it pauses), before any file exists
+    cores = [] if settings.address else reserved_cores(settings.latency_threads)
+    same_gpu = latency.device.startswith("cuda") and train_device.startswith("cuda")
+    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size,
+                      pause_trainers=not settings.latency_node and (not cores or same_gpu))
+
+    def measurer():
+        start_ray(settings, reserved=len(cores))  # joined already: a no-op
+        return start_measurer(latency, run_dir / ".locks", cores=cores, latency_node=settings.latency_node)
+
+    measured_on = None
+    if settings.address:  # joined: the pre-flight's latencies come from the measurer too (it may be elsewhere)
+        meter.measurer, measured_on = measurer()
+    if config is not None:  # a resume, refused before anything is written; locally the measurer is this machine
+        check_same_measurer(config.get("measured_on"), measured_on or fingerprint_here(latency), run_dir)
+    else:
+        if preflight:  # refuse hopeless limits before any file (and locally before Ray) exists
             check_constraints_reachable(space, settings, replace(meter, gate=None), data.in_chs, data.num_classes)
+        if meter.measurer is None:  # the references are timed where the search times
+            meter.measurer, measured_on = measurer()
         config = run_format.new_config(
             settings=settings.to_dict(), space_yaml=space.source, space_name=space.name, data=data.summary(),
             num_classes=data.num_classes, in_chs=data.in_chs, input_size=data.input_size, train_device=train_device,
             latency=latency.to_dict(),
             references=_references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
+        config["measured_on"] = measured_on
         run_format.create_run_dir(run_dir, config)
     # one search per run (a second one is refused here, naming this one); Ctrl-C/SIGTERM stop it cleanly
     with RunLock(run_dir) as lock, StopRequest() as stop:
@@ -186,11 +205,14 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                                       make_sampler(settings.sampler, settings.seed, trials_before))
         loop = SearchLoop(settings=settings, space=space, config=config, run_dir=run_dir, study=study, meter=meter,
                           in_chs=data.in_chs, num_classes=data.num_classes,
-                          trial_spec=_trial_spec(settings, run_dir, train_device), live=live, dashboard=dashboard,
+                          trial_spec={**_trial_spec(settings, run_dir, train_device), "cores": training_cores(cores)},
+                          live=live, dashboard=dashboard,
                           t0=t0)
         if ended:
             loop.progress.log(f"ended {ended} Ray process(es) left by the killed search {lock.previous.describe()}")
         loop.prepare()
+        if meter.measurer is None:  # a local resume starts Ray once the run is ours
+            meter.measurer, _ = measurer()
         resources = _trial_resources(settings, train_device, space, data, loop.progress.log)  # starts Ray
         stop.install()  # take the signals back from Ray
         if not settings.address:  # a local session is ours to clean up if this driver dies

@@ -94,6 +94,8 @@ class SearchSettings:
                                             "(default: the data set's own size)")
     keep_weights: str = _setting("front", "front | all | none: whose trained weights are kept")
     address: str | None = _setting(None, "join an existing Ray cluster (e.g. 10.0.0.5:6379)")
+    latency_node: str | None = _setting(None, "measure latency on the cluster node advertising this Ray resource "
+                                              "(ray start --resources '{\"NAME\": 1}'); no trial trains there")
 
     def __post_init__(self) -> None:
         # one seed and one device for the whole search: the trials' recipe follows them
@@ -113,6 +115,8 @@ class SearchSettings:
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
             (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
+            (not self.latency_node or bool(self.address), f"--latency-node {self.latency_node} needs --address: the "
+             "node is one of the Ray cluster the search joins"),
             (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              f"--name must be a plain directory name, got {self.name!r}"),
         ]

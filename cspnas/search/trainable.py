@@ -82,7 +82,10 @@ def _node_id() -> str:
 
 def train_candidate(config: dict[str, Any]) -> None:
     """config: trial, arch (JSON), run_dir, data (load_dataset kwargs), train (TrainConfig kwargs), evaluator
-    (a registered name), keep_weights, threads."""
+    (a registered name), keep_weights, threads, cores (None, or the cores left to training when the
+    latency measurer has cores of its own: cspnas.search.measurer)."""
+    if config.get("cores"):
+        os.sched_setaffinity(0, config["cores"])
     torch.set_num_threads(int(config["threads"]))
     cfg = TrainConfig(**config["train"])
     run_dir = Path(config["run_dir"])
@@ -132,7 +135,7 @@ def train_candidate(config: dict[str, Any]) -> None:
 
             sync = torch.cuda.synchronize if device.type == "cuda" else None
             try:
-                with MeasureGate(run_dir / ".locks").training(before_pause=sync) as gate_pass:
+                with MeasureGate(run_dir / ".locks", node=facts["node"]).training(before_pause=sync) as gate_pass:
                     evaluator.evaluate(model, data, cfg, on_round=on_epoch, step_hook=gate_pass.checkpoint)
             finally:
                 gate_pass = None  # the gate is closed; reports from here on need no release

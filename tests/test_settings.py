@@ -109,7 +109,7 @@ def test_old_flat_config_still_loads():
 
 
 def test_unknown_backend_and_evaluator_are_one_clear_error():
-    with pytest.raises(CspnasError, match="unknown latency backend 'onnx'; choose one of torch"):
+    with pytest.raises(CspnasError, match="unknown latency backend 'onnx'; choose one of onnxruntime, torch"):
         LatencySettings(backend="onnx")
     with pytest.raises(CspnasError, match="unknown latency backend"):
         _search_args("--latency-backend", "nope")
@@ -129,7 +129,7 @@ def test_latency_backend_registry_and_record():
         def describe(self, settings):
             return {"name": self.name, "version": "1"}
 
-        def measure(self, model, settings):
+        def measure(self, model, settings, calibration=None):
             return Timing(median_ms=1.5, iqr_ms=0.1, runs=4, noisy=False)
 
     register_latency_backend(Fixed)

@@ -89,7 +89,10 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
             "model.ts": "TorchScript (traced), runs without cspnas",
             "model.onnx": "ONNX (opset 17, dynamic batch axis; input `input`, output `logits`)",
             "backbone.ts": "TorchScript (traced) of the backbone: a list of feature maps (see Backbone)",
-            "backbone.onnx": "ONNX of the backbone (opset 17, dynamic batch; outputs `features_N`, see Backbone)"}
+            "backbone.onnx": "ONNX of the backbone (opset 17, dynamic batch; outputs `features_N`, see Backbone)",
+            "model.int8.onnx": "ONNX, int8 (ONNX Runtime static QDQ quantization, calibrated on the run's training "
+                               "images as its int8 latency was)",
+            "backbone.int8.onnx": "ONNX of the backbone, int8 (static QDQ, calibrated on the run's training images)"}
     lines += [f"- `{f}`: {what[f]}" for f in files]
     if not weights_kept:
         lines += ["", "**No trained weights**: the search did not keep weights for this trial (it keeps them only "

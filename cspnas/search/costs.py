@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
@@ -21,12 +22,14 @@ class CostMeter:
 
     Latency is measured inside the MeasureGate, i.e. with every training trial paused
     (gate None: nothing is training, e.g. before the search starts). Every number is
-    recorded for every candidate, feasible or not; the keys are the objectives' columns.
+    recorded for every candidate, feasible or not; the keys are the objectives' columns. An int8
+    model ONNX Runtime cannot quantize raises QuantizationError (the candidate fails, the search goes on).
     """
 
     latency: LatencySettings
     gate: MeasureGate | None
     input_size: int
+    calibration: np.ndarray | None = None  # int8 latency: the training images it is calibrated on
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def remember(self, study: optuna.Study) -> None:
@@ -50,7 +53,7 @@ class CostMeter:
         macs = count_macs(model, in_chs=arch.in_chs, input_size=self.input_size).total
         settings = replace(self.latency, in_chs=arch.in_chs, input_size=self.input_size)
         with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
-            lat = measure_latency(model, settings)
+            lat = measure_latency(model, settings, self.calibration)
         memory = measure_peak_memory(model, replace(settings, batch_size=1)).activation_bytes
         return {"params": params, "macs": macs, "latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms,
                 "latency_runs": lat.runs, "latency_noisy": lat.noisy, "latency_backend": lat.backend,

@@ -23,6 +23,7 @@ from cspnas.search.gate import MeasureGate
 from cspnas.space import ArchConfig
 from cspnas.train import TrainConfig, TrainingDiverged
 from cspnas.train.checkpoint import save_weights
+from cspnas.train.quantized import int8_accuracy
 
 # One decoded data set per worker process: with actor reuse, later trials skip loading.
 _DATA: dict[str, ImageData] = {}
@@ -48,7 +49,7 @@ def _node_id() -> str:
 
 def train_candidate(config: dict[str, Any]) -> None:
     """config: trial, arch (JSON), run_dir, data (load_dataset kwargs), train (TrainConfig kwargs), evaluator
-    (a registered name), keep_weights, threads."""
+    (a registered name), keep_weights, threads, int8 (None, or calibration_images and seed)."""
     torch.set_num_threads(int(config["threads"]))
     cfg = TrainConfig(**config["train"])
     evaluator = candidate_evaluator(config.get("evaluator", DEFAULT_EVALUATOR))
@@ -81,10 +82,14 @@ def train_candidate(config: dict[str, Any]) -> None:
             if rep.epoch == 1:
                 trial_fault(run_dir, trial)  # tests only (CSPNAS_TEST_FAULT); a no-op otherwise
             done = rep.epoch == rounds
+            extra = {}
             if done and config["keep_weights"]:
                 save_weights(model, weights)  # before the final report: Tune may stop us right after it
-            report("complete" if done else "running", rep.epoch,
-                   weights=str(weights.relative_to(run_dir)) if done and config["keep_weights"] else "")
+                extra["weights"] = str(weights.relative_to(run_dir))
+            if done and config.get("int8"):  # the int8 model's accuracy, beside the float one
+                extra["val_acc_int8"] = int8_accuracy(model, data, config["int8"]["calibration_images"],
+                                                      config["int8"]["seed"], threads=int(config["threads"]))
+            report("complete" if done else "running", rep.epoch, **extra)
 
         on_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
         sync = torch.cuda.synchronize if on_cuda else None

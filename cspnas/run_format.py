@@ -155,6 +155,11 @@ def objectives_of(config: dict[str, Any]) -> list[Objective]:
     return bind(run_objectives(config), run_references(config))
 
 
+def _json_text(value: Any) -> str:
+    """A record (e.g. the latency backend's description) as JSON text, so trials.csv stays machine-readable."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def trial_row(t, run_dir: Path) -> dict[str, Any]:
     """One trials.csv row from an Optuna FrozenTrial (its user attributes hold every fact)."""
     a = t.user_attrs
@@ -165,7 +170,7 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "epochs_done": done, "epochs": epochs,
         "arch_hash": a.get("arch_hash", ""), "arch_summary": a.get("arch_summary", ""), "arch_json": a.get("arch", ""),
         **{c: a.get(c) for c in _MEASURED}, "latency_iqr_ms": a.get("latency_iqr_ms"),
-        "latency_runs": a.get("latency_runs"), "latency_backend": a.get("latency_backend", ""),
+        "latency_runs": a.get("latency_runs"), "latency_backend": _json_text(a.get("latency_backend", "")),
         "feasible": a.get("feasible"), "violations": "; ".join(a.get("violations", [])),
         "val_acc_per_epoch": json.dumps(a.get("val_acc_per_epoch", [])),
         "accuracy": a.get("accuracy") if state == "complete" else None,

@@ -165,9 +165,10 @@ def test_exported_int8_is_the_timed_artifact_and_retimes_like_the_record(int8_ru
 
     # re-timed in a fresh process by plain ONNX Runtime at the recorded settings: close to the record
     # (loose: the machine is shared; torch eager on these nets is 2-5x off, so the bound can fail)
-    retimed = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "retime_onnx.py"), str(shipped),
-         trials.loc[trial, "latency_backend"], "--shape", ",".join(map(str, settings.input_shape))],
-        capture_output=True, text=True, timeout=120, check=True)
-    ratio = json.loads(retimed.stdout)["median_ms"] / trials.loc[trial, "latency_ms"]
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([{"model": str(shipped), "backend_info": json.loads(trials.loc[trial, "latency_backend"]),
+                                 "shape": list(settings.input_shape)}]))
+    retimed = subprocess.run([sys.executable, str(ROOT / "experiments" / "retime_onnx.py"), str(jobs)],
+                             capture_output=True, text=True, timeout=120, check=True)
+    ratio = json.loads(retimed.stdout)[0]["median_ms"] / trials.loc[trial, "latency_ms"]
     assert 0.5 < ratio < 2.0, ratio

@@ -152,6 +152,8 @@ def test_exported_int8_is_the_timed_artifact_and_retimes_like_the_record(int8_ru
     assert proc.returncode == 0, proc.stderr
     shipped = tmp_path / "out" / "model.int8.onnx"
     assert "model.int8.onnx" in proc.stdout and shipped.is_file()
+    card = (tmp_path / "out" / "MODEL.md").read_text()
+    assert "of the exported ONNX (int8) in ONNX Runtime" in card and "| int8 validation accuracy |" in card
 
     # the search's quantization recipe (its latency settings, its training images) on the trained weights
     config = yaml.safe_load((run / "config.yaml").read_text())

@@ -43,6 +43,14 @@ def _code(value, *, in_table: bool = False) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def _engine(lat: dict) -> str:
+    """How the latency was timed, from the run's latency settings (older runs: torch eager)."""
+    if lat.get("backend") == "onnxruntime":
+        return (f"of the exported ONNX ({_text(lat.get('precision', 'fp32'))}) in ONNX Runtime (session "
+                "options in trials.csv `latency_backend`)")
+    return "in PyTorch eager mode"
+
+
 def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: list[str], checks: list,
                weights_kept: bool) -> str:
     c = run.config
@@ -74,11 +82,14 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         f"1x{arch.in_chs}x{_text(size)}x{_text(size)}; 1 multiply-add = 1 MAC, batch-norm counted, activations not |",
         f"| parameters | {int(row['params']):,} ({format_count(row['params'])}) | every parameter, buffers excluded |",
         f"| latency | {format_duration_ms(row['latency_ms'])} ± {format_duration_ms(row['latency_iqr_ms'])} (IQR) | "
-        f"median forward pass in PyTorch eager mode on {_text(lat.get('device', '?'))}, "
+        f"median forward pass {_engine(lat)} on {_text(lat.get('device', '?'))}, "
         f"batch {_text(lat.get('batch_size', '?'))}, {_text(lat.get('threads', '?'))} thread(s), "
         f"{_text(lat.get('dtype', '?'))}, input {_text(lat.get('in_chs', arch.in_chs))}x"
         f"{_text(lat.get('input_size', size))}x{_text(lat.get('input_size', size))}, "
         "on the machine that ran the search |",
+        *([f"| int8 validation accuracy | {100 * float(row['val_acc_int8']):.2f}% | the same trained weights "
+           "quantized as `--format onnx-int8` writes them (ONNX Runtime static QDQ), same split |"]
+          if pd.notna(row.get("val_acc_int8")) else []),
         "",
     ]
     if curve:

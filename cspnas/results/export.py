@@ -226,15 +226,15 @@ def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None,
         checks.append(Check("torchscript", _diff(_run_torchscript(path, check_input), expected), _scale(expected),
                             path.name))
         files.append(path.name)
-    onnx = onnx_bytes(model, example, outputs) if {"onnx", "onnx-int8"} & set(formats) else b""
+    onnx_data = onnx_bytes(model, example, outputs) if {"onnx", "onnx-int8"} & set(formats) else b""
     if "onnx" in formats:
         path = tmp / names["onnx"]
-        write_atomic(path, onnx)
+        write_atomic(path, onnx_data)
         checks.append(Check("onnx", _diff(_run_onnx(path, check_input), expected), _scale(expected), path.name))
         files.append(path.name)
     if "onnx-int8" in formats:  # quantized exactly as the search's latency backend quantizes
         path = tmp / names["onnx-int8"]
-        write_atomic(path, quantize_int8(onnx, run_calibration(run, input_shape(run, arch)[-1])))
+        write_atomic(path, quantize_int8(onnx_data, run_calibration(run, input_shape(run, arch)[-1])))
         checks.append(Check("onnx-int8", _diff(_run_onnx(path, check_input), expected), _scale(expected),
                             path.name))
         files.append(path.name)

@@ -76,9 +76,10 @@ def test_help_texts_show_the_dataclass_defaults():
     text = " ".join(text.split())
     for flag, default in (("--epochs", TrainConfig.epochs), ("--budget", SearchSettings.budget),
                           ("--lr", TrainConfig.lr), ("--concurrency", SearchSettings.concurrency),
-                          ("--latency-backend", LatencySettings.backend), ("--evaluator", SearchSettings.evaluator)):
+                          ("--evaluator", SearchSettings.evaluator)):
         entry = text[text.index(f" {flag} ", text.index("options:")):].split(" --")[1]  # this flag's help
         assert f"(default {default})" in entry, entry
+    assert "(default onnxruntime on a cpu float32 latency, else torch)" in text
     inspect_help = build_parser().subcommands["inspect"].format_help()
     assert f"(default {LatencySettings.threads})" in inspect_help
     train_help = build_parser().subcommands["train"].format_help()

@@ -90,7 +90,8 @@ class LatencySettings:
                               "backend with it (search: --latency-backend, inspect: --backend) or precision fp32")
         if self.backend == "onnxruntime" and (self.device != "cpu" or self.dtype != "float32" or self.channels_last):
             raise CspnasError("the onnxruntime backend times float32 ONNX on the CPU (int8 via the precision "
-                              "setting); use device cpu, dtype float32 and no channels_last with it")
+                              "setting); use device cpu, dtype float32 and no channels_last with it, or the torch "
+                              "backend")
 
     @property
     def torch_dtype(self) -> torch.dtype:

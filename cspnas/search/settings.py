@@ -80,8 +80,10 @@ class SearchSettings:
     constraints: Constraints = field(default_factory=Constraints)
     objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
                                            + "; accuracy is always one; a resumed run keeps its own")
-    latency_backend: str = _setting(LatencySettings.backend, "how latency is measured: torch (eager) | onnxruntime "
-                                                             "(the exported ONNX, as `cspnas export` writes it)")
+    # None: onnxruntime where it runs (cpu, float32), else torch; see README "Latency where the model ships"
+    latency_backend: str | None = _setting(None, "how latency is measured: onnxruntime (the exported ONNX, as "
+                                                 "`cspnas export` writes it) | torch (eager) (default onnxruntime "
+                                                 "on a cpu float32 latency, else torch)")
     latency_precision: str = _setting(LatencySettings.precision, "fp32 | int8 (ONNX Runtime static QDQ quantization "
                                                                  "calibrated on training images; onnxruntime only)")
     latency_device: str = _setting(LatencySettings.device, "device latency is measured on")
@@ -101,6 +103,9 @@ class SearchSettings:
         # one seed and one device for the whole search: the trials' recipe follows them
         object.__setattr__(self, "train", replace(self.train, seed=self.seed, device=self.device))
         check_evaluator(self.evaluator)
+        if self.latency_backend is None:
+            shippable = self.latency_device == "cpu" and self.latency_dtype == "float32"
+            object.__setattr__(self, "latency_backend", "onnxruntime" if shippable else "torch")
         check_latency_backend(self.latency_backend)
         checks = [
             (self.latency_precision in PRECISIONS,
@@ -157,6 +162,7 @@ class SearchSettings:
         unknown = sorted(set(d) - known)
         if unknown:
             raise CspnasError(f"config.yaml: unknown setting(s) {unknown}; was it written by another cspnas version?")
+        d.setdefault("latency_backend", "torch")  # runs from before the setting were timed in eager mode
         d["constraints"] = Constraints(**(d.get("constraints") or {}))
         d["train"] = TrainConfig.from_dict({**asdict(search_training()), **train})
         return cls(**d)

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--in-channels", type=int, default=None)
     add_setting(p, "--backend", LatencySettings, help=f"latency backend: {' | '.join(LATENCY_BACKENDS)}")
+    add_setting(p, "--precision", LatencySettings, help="latency precision: fp32 | int8 (ONNX Runtime static "
+                "quantization, calibrated on random images; needs --backend onnxruntime)")
     add_setting(p, "--device", LatencySettings, help="latency device: cpu | cuda | cuda:N")
     add_setting(p, "--batch-size", LatencySettings, type=int, help="latency batch size")
     add_setting(p, "--threads", LatencySettings, type=int, help="CPU threads for the latency measurement")

@@ -44,7 +44,7 @@ _MEASURED = [c for c in COLUMNS if c != "accuracy"]
 TRIAL_COLUMNS = [
     "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
     *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend", "feasible", "violations",
-    "val_acc_per_epoch", "accuracy", "train_seconds", "cost_seconds", "started_at", "completed_at",
+    "val_acc_per_epoch", "accuracy", "val_acc_int8", "train_seconds", "cost_seconds", "started_at", "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
     *CONFIRMED_COLUMNS, "measured_on",
 ]
@@ -52,8 +52,8 @@ TRIAL_COLUMNS = [
 # margin to a limit inside the noise (cspnas.objectives.settled, .marginal)
 PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights",
                   "confirmed", "marginal"]
-_NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "train_seconds", "cost_seconds",
-            "hypervolume", *CONFIRMED_COLUMNS)
+_NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "val_acc_int8", "train_seconds",
+            "cost_seconds", "hypervolume", *CONFIRMED_COLUMNS)
 _TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "violations", "val_acc_per_epoch",
          "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
 
@@ -160,6 +160,11 @@ def objectives_of(config: dict[str, Any]) -> list[Objective]:
     return bind(run_objectives(config), run_references(config))
 
 
+def _json_text(value: Any) -> str:
+    """A record (e.g. the latency backend's description) as JSON text, so trials.csv stays machine-readable."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
 def trial_row(t, run_dir: Path) -> dict[str, Any]:
     """One trials.csv row from an Optuna FrozenTrial (its user attributes hold every fact)."""
     a = t.user_attrs
@@ -170,10 +175,11 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "epochs_done": done, "epochs": epochs,
         "arch_hash": a.get("arch_hash", ""), "arch_summary": a.get("arch_summary", ""), "arch_json": a.get("arch", ""),
         **{c: a.get(c) for c in _MEASURED}, "latency_iqr_ms": a.get("latency_iqr_ms"),
-        "latency_runs": a.get("latency_runs"), "latency_backend": a.get("latency_backend", ""),
+        "latency_runs": a.get("latency_runs"), "latency_backend": _json_text(a.get("latency_backend", "")),
         "feasible": a.get("feasible"), "violations": "; ".join(a.get("violations", [])),
         "val_acc_per_epoch": json.dumps(a.get("val_acc_per_epoch", [])),
         "accuracy": a.get("accuracy") if state == "complete" else None,
+        "val_acc_int8": a.get("val_acc_int8") if state == "complete" else None,
         "train_seconds": a.get("train_seconds"), "cost_seconds": a.get("cost_seconds"),
         "started_at": t.datetime_start.isoformat() if t.datetime_start else None,
         "completed_at": t.datetime_complete.isoformat() if t.datetime_complete else None,

@@ -219,3 +219,21 @@ def test_committed_csp_question_reproduces():
     proc = run_script("csp_question.py", "--check", "fusion_last@0.25", "--reruns", "1", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fusion_last@0.25: committed" in proc.stdout and proc.stdout.rstrip().endswith("ok")
+
+
+def test_latency_backends_smoke(tmp_path: Path):
+    out = tmp_path / "b.json"
+    proc = run_script("latency_backends.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["settings"]["archs"] == len(r["rows"]) == 3 and r["settings"]["calibration_images"] == 32
+    for row in r["rows"]:
+        assert all(row[b]["latency_ms"] > 0 and row[b]["cost_s"] > 0 for b in ("torch", "ort_fp32", "ort_int8"))
+        for b in ("ort_fp32", "ort_int8"):  # re-timed in a fresh process, error against the record
+            assert row[b]["retimed_ms"] > 0
+            assert row[b]["retime_error"] == pytest.approx(row[b]["retimed_ms"] / row[b]["latency_ms"] - 1)
+    assert all(-1 <= v <= 1 for v in r["spearman"].values())
+    assert 0 <= r["retime_abs_error"]["ort_int8"]["median"] <= r["retime_abs_error"]["ort_int8"]["p90"]
+    (acc,) = r["int8_accuracy"]["rows"]
+    assert 0 <= acc["val_acc"] <= 1 and 0 <= acc["val_acc_int8"] <= 1
+    assert acc["change"] == pytest.approx(acc["val_acc_int8"] - acc["val_acc"])

@@ -76,9 +76,10 @@ def test_help_texts_show_the_dataclass_defaults():
     text = " ".join(text.split())
     for flag, default in (("--epochs", TrainConfig.epochs), ("--budget", SearchSettings.budget),
                           ("--lr", TrainConfig.lr), ("--concurrency", SearchSettings.concurrency),
-                          ("--latency-backend", LatencySettings.backend), ("--evaluator", SearchSettings.evaluator)):
+                          ("--evaluator", SearchSettings.evaluator)):
         entry = text[text.index(f" {flag} ", text.index("options:")):].split(" --")[1]  # this flag's help
         assert f"(default {default})" in entry, entry
+    assert "(default onnxruntime on a cpu float32 latency, else torch)" in text
     inspect_help = build_parser().subcommands["inspect"].format_help()
     assert f"(default {LatencySettings.threads})" in inspect_help
     train_help = build_parser().subcommands["train"].format_help()
@@ -109,7 +110,7 @@ def test_old_flat_config_still_loads():
 
 
 def test_unknown_backend_and_evaluator_are_one_clear_error():
-    with pytest.raises(CspnasError, match="unknown latency backend 'onnx'; choose one of torch"):
+    with pytest.raises(CspnasError, match="unknown latency backend 'onnx'; choose one of onnxruntime, torch"):
         LatencySettings(backend="onnx")
     with pytest.raises(CspnasError, match="unknown latency backend"):
         _search_args("--latency-backend", "nope")
@@ -129,7 +130,7 @@ def test_latency_backend_registry_and_record():
         def describe(self, settings):
             return {"name": self.name, "version": "1"}
 
-        def measure(self, model, settings):
+        def measure(self, model, settings, calibration=None):
             return Timing(median_ms=1.5, iqr_ms=0.1, runs=4, noisy=False)
 
     register_latency_backend(Fixed)

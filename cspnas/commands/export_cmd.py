@@ -13,7 +13,8 @@ def register(sub) -> None:
     p.add_argument("--max-latency", default=None, metavar="TIME",
                    help="only consider front trials at most this slow, e.g. 8ms, 500us, 0.01s")
     p.add_argument("--format", default=None, metavar="LIST",
-                   help="comma list of json, onnx, torchscript, safetensors (default: all)")
+                   help="comma list of json, onnx, torchscript, safetensors, onnx-int8 (default: all but "
+                        "onnx-int8, the int8 model quantized as the search's int8 latency was)")
     p.add_argument("--backbone", action="store_true",
                    help="TorchScript/ONNX hold the feature extractor (one output per feature level, no head) "
                         "instead of the classifier")

@@ -47,7 +47,7 @@ def inspect_arch(args) -> int:
                 f"{args.arch} at {size}x{size}, batch {batch}, {arch.num_classes:,} classes",
                 "use a smaller --input-size, --batch-size or --num-classes")
     settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
-                               **given(args, "backend", "device", "batch_size", "threads", "dtype"))
+                               **given(args, "backend", "precision", "device", "batch_size", "threads", "dtype"))
     model = build_model(arch)
     macs = count_macs(model, in_chs=arch.in_chs, input_size=size)
     latency = memory = None

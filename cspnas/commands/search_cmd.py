@@ -17,6 +17,7 @@ _DATA_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data
                ("--train-subset", int), ("--image-size", int))
 _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), ("--cpus-per-trial", float),
               ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
+              ("--latency-precision", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int),
               ("--results-dir", str), ("--address", str), ("--latency-node", str))

@@ -29,7 +29,11 @@ Conventions
   optionally made channels_last, moved to the device and run in eval + inference mode.
   ``torch.utils.benchmark.Timer`` times it with ``threads`` intra-op threads after explicit
   warm-up, in blocks of calls until ``min_run_time_s`` is spent and at least 4 blocks are
-  taken; the median and IQR are over the per-call means of the blocks.
+  taken; the median and IQR are over the per-call means of the blocks. ``onnxruntime``
+  (:mod:`cspnas.cost.onnx_runtime`): the model exported exactly as ``cspnas export`` writes it
+  (opset 17; ``LatencySettings.precision`` int8: static QDQ quantization calibrated on
+  ``calibration_images`` training images) in an ONNX Runtime CPU session with ``threads``
+  intra-op threads; median and IQR over single calls after warm-up.
 * **Peak memory** (:func:`measure_peak_memory`): measured by the CUDA allocator on GPU;
   an op-level estimate on CPU (see :mod:`cspnas.cost.memory`); the method is reported.
 """

@@ -1,4 +1,4 @@
-"""Latency backends: how a model's forward pass is timed (torch eager today; a deploy runtime next).
+"""Latency backends: how a model's forward pass is timed (torch eager, or the exported ONNX in ONNX Runtime).
 
 A backend is a small class with a `name`, `describe(settings)` (what produced the numbers:
 name, library versions, options; stored with every latency) and `measure(model, settings)`.
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cspnas.registry import Registry
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
     from cspnas.cost.settings import LatencySettings
@@ -42,12 +43,14 @@ class LatencyBackend(ABC):
         """{"name": ..., library versions, options}: stored next to every latency it measures."""
 
     @abstractmethod
-    def measure(self, model: nn.Module, settings: LatencySettings) -> Timing:
-        """Median forward latency of `model` as deployed under `settings`."""
+    def measure(self, model: nn.Module, settings: LatencySettings, calibration: np.ndarray | None = None) -> Timing:
+        """Median forward latency of `model` as deployed under `settings`; `calibration` (normalised
+        images, N x C x H x W) is for backends that quantize (int8), ignored by the others."""
 
 
 LATENCY_BACKENDS = Registry("latency backend", "a LatencyBackend registered in cspnas/cost/",
-                            {"torch": "cspnas.cost.latency:TorchEagerBackend"})
+                            {"torch": "cspnas.cost.latency:TorchEagerBackend",
+                             "onnxruntime": "cspnas.cost.onnx_runtime:OnnxRuntimeBackend"})
 register_latency_backend = LATENCY_BACKENDS.register  # class decorator: LatencySettings(backend=cls.name)
 check_latency_backend = LATENCY_BACKENDS.check
 

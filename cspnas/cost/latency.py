@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.benchmark import Timer
@@ -66,7 +67,7 @@ class TorchEagerBackend(LatencyBackend):
                 "options": {"warmup": settings.warmup, "min_run_time_s": settings.min_run_time_s,
                             "channels_last": settings.channels_last}}
 
-    def measure(self, model: nn.Module, settings: LatencySettings) -> Timing:
+    def measure(self, model: nn.Module, settings: LatencySettings, calibration=None) -> Timing:
         clone, x = deployed_copy(model, settings)
         # Timer fixes the thread count itself and synchronizes CUDA around each block;
         # inference_mode is thread-local and Timer runs in this thread, so it applies.
@@ -89,10 +90,15 @@ class TorchEagerBackend(LatencyBackend):
                       runs=measurement.number_per_run * len(measurement.raw_times), noisy=measurement.has_warnings)
 
 
-def measure_latency(model: nn.Module, settings: LatencySettings = LatencySettings()) -> Latency:
+def measure_latency(model: nn.Module, settings: LatencySettings = LatencySettings(),
+                    calibration: np.ndarray | None = None) -> Latency:
     """Median forward latency of a deployed copy of ``model`` (the caller's model is untouched),
-    timed by the backend ``settings.backend`` names."""
+    timed by the backend ``settings.backend`` names. ``calibration``: normalised training images
+    an int8 model is calibrated on (default: seeded random images; the record says which)."""
     backend = latency_backend(settings.backend)
-    timing = backend.measure(model, settings)
+    timing = backend.measure(model, settings, calibration)
+    info = backend.describe(settings)
+    if settings.precision == "int8":
+        info["calibration_source"] = "random normal" if calibration is None else "training images"
     return Latency(median_ms=timing.median_ms, iqr_ms=timing.iqr_ms, runs=timing.runs, noisy=timing.noisy,
-                   settings=settings, backend=backend.describe(settings))
+                   settings=settings, backend=info)

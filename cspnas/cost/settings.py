@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import torch
 
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtype names
+PRECISIONS = ("fp32", "int8")  # int8: ONNX Runtime static quantization (the onnxruntime backend)
 _DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 # Sane bounds, checked before anything is allocated: beyond them a measurement says nothing
 # about a deployed model, and memory runs out long before the timing ends.
@@ -48,6 +49,9 @@ class LatencySettings:
     channels_last: bool = False
     min_run_time_s: float = 0.2  # timing budget; at least 4 timed blocks are taken anyway
     warmup: int = 3  # untimed calls first; one is always made, to fail fast on a bad input
+    precision: str = "fp32"  # "fp32" | "int8" (QDQ static quantization; onnxruntime backend only)
+    calibration_images: int = 32  # int8: images the quantizer calibrates on (a search: training images)
+    calibration_seed: int = 0  # int8: which images (a search: its --seed)
 
     def __post_init__(self) -> None:
         # Static checks only; whether a GPU is visible is checked when measuring,
@@ -58,7 +62,7 @@ class LatencySettings:
         match = _DEVICE_RE.match(self.device) if isinstance(self.device, str) else None
         if match is None or (match.group(1) == "cpu" and match.group(2) is not None):
             raise CspnasError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'")
-        for name in ("batch_size", "in_chs", "input_size", "threads"):
+        for name in ("batch_size", "in_chs", "input_size", "threads", "calibration_images"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise CspnasError(f"latency setting {name} must be an integer >= 1, got {value!r}")
@@ -67,8 +71,10 @@ class LatencySettings:
             if getattr(self, name) > cap:
                 raise CspnasError(f"latency setting {name} must be {what} {cap}, got {getattr(self, name)}; "
                                   f"use a smaller value")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise CspnasError(f"latency setting warmup must be an integer >= 0, got {self.warmup!r}")
+        for name in ("warmup", "calibration_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CspnasError(f"latency setting {name} must be an integer >= 0, got {value!r}")
         if not isinstance(self.min_run_time_s, (int, float)) or not self.min_run_time_s > 0:
             raise CspnasError(f"latency setting min_run_time_s must be > 0 seconds, got {self.min_run_time_s!r}")
         if self.dtype not in DTYPES:
@@ -77,6 +83,15 @@ class LatencySettings:
             raise CspnasError("float16 latency is only supported on cuda; use --dtype bfloat16 or float32 on cpu")
         if not isinstance(self.channels_last, bool):
             raise CspnasError(f"latency setting channels_last must be true or false, got {self.channels_last!r}")
+        if self.precision not in PRECISIONS:
+            raise CspnasError(f"unknown latency precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.precision == "int8" and self.backend != "onnxruntime":
+            raise CspnasError("int8 latency is ONNX Runtime's static quantization; use the onnxruntime latency "
+                              "backend with it (search: --latency-backend, inspect: --backend) or precision fp32")
+        if self.backend == "onnxruntime" and (self.device != "cpu" or self.dtype != "float32" or self.channels_last):
+            raise CspnasError("the onnxruntime backend times float32 ONNX on the CPU (int8 via the precision "
+                              "setting); use device cpu, dtype float32 and no channels_last with it, or the torch "
+                              "backend")
 
     @property
     def torch_dtype(self) -> torch.dtype:

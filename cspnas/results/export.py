@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cspnas.cost.onnx_runtime import onnx_bytes, quantize_int8, session
 from cspnas.errors import CspnasError
 from cspnas.fsutil import staged_dir, write_atomic
 from cspnas.objectives import PICKS as OBJECTIVE_PICKS
@@ -26,9 +27,9 @@ from cspnas.space.arch import ArchConfig
 from cspnas.space.footprint import ensure_fits, footprint
 from cspnas.units import format_duration_ms
 
-FORMATS = ("json", "onnx", "torchscript", "safetensors")
+DEFAULT_FORMATS = ("json", "onnx", "torchscript", "safetensors")
+FORMATS = (*DEFAULT_FORMATS, "onnx-int8")  # onnx-int8 on request: it reads the run's training images
 PICKS = ("knee", *OBJECTIVE_PICKS)  # the knee, or the best front trial in one objective
-ONNX_OPSET = 17
 # Max abs difference allowed between an exported model and PyTorch (float32), per unit of output
 # scale: 1e-4 for logits of magnitude <= 1, proportionally more for larger logits, since float32
 # rounding (different kernels, fused ops) grows with the values themselves.
@@ -36,9 +37,10 @@ TOLERANCE = 1e-4
 CHECK_BATCH = 2  # not the export batch (1), so the dynamic batch axis is exercised too
 
 FILE_NAMES = {"json": "arch.json", "safetensors": "weights.safetensors", "torchscript": "model.ts",
-              "onnx": "model.onnx"}
+              "onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 # --backbone: the feature extractor (every feature level, no head) instead of the classifier
-BACKBONE_FILE_NAMES = {**FILE_NAMES, "torchscript": "backbone.ts", "onnx": "backbone.onnx"}
+BACKBONE_FILE_NAMES = {**FILE_NAMES, "torchscript": "backbone.ts", "onnx": "backbone.onnx",
+                       "onnx-int8": "backbone.int8.onnx"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class Check:
 
     @property
     def tolerance(self) -> float:
-        return TOLERANCE * max(1.0, self.output_scale)
+        # int8 differs from float32 by design: it must run and give outputs of the right shapes
+        return math.inf if self.format == "onnx-int8" else TOLERANCE * max(1.0, self.output_scale)
 
     @property
     def ok(self) -> bool:
@@ -73,9 +76,9 @@ class Exported:
 
 
 def parse_formats(text: str | None) -> tuple[str, ...]:
-    """'json,onnx' -> ('json', 'onnx'); None -> every format."""
+    """'json,onnx' -> ('json', 'onnx'); None -> DEFAULT_FORMATS."""
     if text is None:
-        return FORMATS
+        return DEFAULT_FORMATS
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
@@ -142,7 +145,7 @@ def _complete_trial(run: Run, number: int) -> pd.Series:
 # ---------------------------------------------------------------- writing
 
 
-def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tuple[str, ...] = FORMATS,
+def export_trial(run: Run, out: str | Path, *, pick: str = "knee", formats: tuple[str, ...] = DEFAULT_FORMATS,
                  max_latency_ms: float | None = None, backbone: bool = False) -> Exported:
     """Pick a trial and export it into the new or empty directory `out` (never overwrites). With
     `backbone`, TorchScript and ONNX hold its feature extractor (`CspNet.features()`: every feature
@@ -223,10 +226,17 @@ def _write_all(run: Run, row: pd.Series, arch: ArchConfig, weights: Path | None,
         checks.append(Check("torchscript", _diff(_run_torchscript(path, check_input), expected), _scale(expected),
                             path.name))
         files.append(path.name)
+    onnx_data = onnx_bytes(model, example, outputs) if {"onnx", "onnx-int8"} & set(formats) else b""
     if "onnx" in formats:
         path = tmp / names["onnx"]
-        _write_onnx(model, example, path, outputs)
+        write_atomic(path, onnx_data)
         checks.append(Check("onnx", _diff(_run_onnx(path, check_input), expected), _scale(expected), path.name))
+        files.append(path.name)
+    if "onnx-int8" in formats:  # quantized exactly as the search's latency backend quantizes
+        path = tmp / names["onnx-int8"]
+        write_atomic(path, quantize_int8(onnx_data, run_calibration(run, input_shape(run, arch)[-1])))
+        checks.append(Check("onnx-int8", _diff(_run_onnx(path, check_input), expected), _scale(expected),
+                            path.name))
         files.append(path.name)
     bad = [c for c in checks if not c.ok]
     if bad:
@@ -266,25 +276,22 @@ def _run_torchscript(path: Path, x: torch.Tensor) -> list[np.ndarray]:
         return _numpy(torch.jit.load(str(path)).eval()(x))
 
 
-def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, outputs: list[str]) -> None:
-    # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles these convnets fully
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), buffer, opset_version=ONNX_OPSET, dynamo=False,
-                          input_names=["input"], output_names=outputs,
-                          dynamic_axes={name: {0: "batch"} for name in ["input", *outputs]})
-    write_atomic(path, buffer.getvalue())
-    import onnx
-
-    onnx.checker.check_model(str(path))
-
-
 def _run_onnx(path: Path, x: torch.Tensor) -> list[np.ndarray]:
-    import onnxruntime as ort
+    return session(path).run(None, {"input": x.numpy()})
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"input": x.numpy()})
+
+def run_calibration(run: Run, size: int) -> np.ndarray:
+    """The calibration images the run's int8 latency was (or would be) calibrated on: its latency
+    settings' count and seed, drawn from its own training split."""
+    from cspnas.cost.settings import LatencySettings
+    from cspnas.data import load_dataset
+    from cspnas.search.settings import SearchSettings
+    from cspnas.train.quantized import calibration_batch
+
+    settings = SearchSettings.from_dict(run.config["settings"])
+    latency = LatencySettings.from_dict(run.config.get("latency") or {})
+    return calibration_batch(load_dataset(**settings.data_spec()), latency.calibration_images,
+                             latency.calibration_seed, size)
 
 
 def _numpy(out: torch.Tensor | list[torch.Tensor] | tuple) -> list[np.ndarray]:

@@ -49,6 +49,14 @@ def _yes(flag) -> bool:
     return isinstance(flag, (bool, np.bool_)) and bool(flag)
 
 
+def _engine(lat: dict) -> str:
+    """How the latency was timed, from the run's latency settings (older runs: torch eager)."""
+    if lat.get("backend") == "onnxruntime":
+        return (f"of the exported ONNX ({_text(lat.get('precision', 'fp32'))}) in ONNX Runtime (session "
+                "options in trials.csv `latency_backend`)")
+    return "in PyTorch eager mode"
+
+
 def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: list[str], checks: list,
                weights_kept: bool) -> str:
     c = run.config
@@ -88,13 +96,16 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         f"1x{arch.in_chs}x{_text(size)}x{_text(size)}; 1 multiply-add = 1 MAC, batch-norm counted, activations not |",
         f"| parameters | {int(row['params']):,} ({format_count(row['params'])}) | every parameter, buffers excluded |",
         f"| latency | {format_duration_ms(row['latency_ms'])} ± {format_duration_ms(row['latency_iqr_ms'])} (IQR) | "
-        f"median forward pass in PyTorch eager mode on {_text(lat.get('device', '?'))}, "
+        f"median forward pass {_engine(lat)} on {_text(lat.get('device', '?'))}, "
         f"batch {_text(lat.get('batch_size', '?'))}, {_text(lat.get('threads', '?'))} thread(s), "
         f"{_text(lat.get('dtype', '?'))}, input {_text(lat.get('in_chs', arch.in_chs))}x"
         f"{_text(lat.get('input_size', size))}x{_text(lat.get('input_size', size))}, "
         f"on {_text(measured_on)}"
         + (", confirmed by re-timing at the end of the search (interleaved passes)" if _yes(row.get("confirmed"))
            else "") + " |",
+        *([f"| int8 validation accuracy | {100 * float(row['val_acc_int8']):.2f}% | the same trained weights "
+           "quantized as `--format onnx-int8` writes them (ONNX Runtime static QDQ), same split |"]
+          if pd.notna(row.get("val_acc_int8")) else []),
         "",
     ]
     if _yes(row.get("marginal")):
@@ -109,7 +120,10 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
             "model.ts": "TorchScript (traced), runs without cspnas",
             "model.onnx": "ONNX (opset 17, dynamic batch axis; input `input`, output `logits`)",
             "backbone.ts": "TorchScript (traced) of the backbone: a list of feature maps (see Backbone)",
-            "backbone.onnx": "ONNX of the backbone (opset 17, dynamic batch; outputs `features_N`, see Backbone)"}
+            "backbone.onnx": "ONNX of the backbone (opset 17, dynamic batch; outputs `features_N`, see Backbone)",
+            "model.int8.onnx": "ONNX, int8 (ONNX Runtime static QDQ quantization, calibrated on the run's training "
+                               "images as its int8 latency was)",
+            "backbone.int8.onnx": "ONNX of the backbone, int8 (static QDQ, calibrated on the run's training images)"}
     lines += [f"- `{f}`: {what[f]}" for f in files]
     if not weights_kept:
         lines += ["", "**No trained weights**: the search did not keep weights for this trial (it keeps them only "

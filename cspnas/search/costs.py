@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 
@@ -24,7 +25,8 @@ class CostMeter:
     pauses the trainers it shares cores with (`pause_trainers`) while it times; without a measurer it
     is timed here, inside the MeasureGate. `gate` None: nothing is training (e.g. before the search
     starts), so nothing is paused. Every number is recorded for every candidate, feasible or not;
-    the keys are the objectives' columns.
+    the keys are the objectives' columns. An int8
+    model ONNX Runtime cannot quantize raises QuantizationError (the candidate fails, the search goes on).
     """
 
     latency: LatencySettings
@@ -32,6 +34,7 @@ class CostMeter:
     input_size: int
     measurer: Any = None  # a Ray actor handle of cspnas.search.measurer.Measurer
     pause_trainers: bool = True  # the measurer shares cores (or a GPU) with trainers: pause them while timing
+    calibration: np.ndarray | None = None  # int8 latency: the training images it is calibrated on
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _here: str | None = None  # fingerprint id of this process, when it times
 
@@ -69,7 +72,7 @@ class CostMeter:
         if self._here is None:
             self._here = fingerprint_id(fingerprint_here(settings))
         with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
-            return latency_record(measure_latency(model, settings), self._here)
+            return latency_record(measure_latency(model, settings, self.calibration), self._here)
 
     def confirm(self, arch_jsons: list[str], passes: int) -> list[dict[str, Any]]:
         """Re-time architectures in `passes` interleaved passes (Measurer.confirm), ungated: for the end
@@ -81,7 +84,7 @@ class CostMeter:
             return ray.get(self.measurer.confirm.remote(arch_jsons, settings, passes))
         from cspnas.search.measurer import Measurer
 
-        return Measurer(None, "", settings).confirm(arch_jsons, settings, passes)
+        return Measurer(None, "", settings, self.calibration).confirm(arch_jsons, settings, passes)
 
     def _measure(self, arch: ArchConfig) -> dict[str, Any]:
         start = time.perf_counter()

@@ -7,7 +7,8 @@
 epoch: kind `exit` kills the worker process (os._exit), `host-oom` raises MemoryError,
 `gpu-oom` raises torch.OutOfMemoryError. `xN` fires only on the first N attempts (Ray retries a
 trial whose worker died); each firing leaves RUN/.faults/<trial>.<attempt>, so a test can
-count the attempts.
+count the attempts. Kind `quantize` fails that trial's int8 quantization in the driver's cost step
+(the candidate is recorded as failed with the reason; the search goes on).
 """
 from __future__ import annotations
 
@@ -30,6 +31,20 @@ def crash_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _faults(kind: str) -> set[int]:
+    """Trials CSPNAS_TEST_FAULT names for `kind`."""
+    spec = os.environ.get("CSPNAS_TEST_FAULT", "")
+    return {int(t.partition("x")[0]) for k, _, t in (i.strip().partition("@") for i in spec.split(",") if i.strip())
+            if k == kind}
+
+
+def cost_fault(trial: int) -> None:
+    if trial in _faults("quantize"):
+        from cspnas.cost.onnx_runtime import QuantizationError
+
+        raise QuantizationError("ONNX Runtime could not quantize the model to int8: injected by CSPNAS_TEST_FAULT")
+
+
 def trial_fault(run_dir: Path, trial: int) -> None:
     spec = os.environ.get("CSPNAS_TEST_FAULT")
     if not spec:
@@ -37,7 +52,7 @@ def trial_fault(run_dir: Path, trial: int) -> None:
     for item in spec.split(","):
         kind, _, target = item.strip().partition("@")
         number, _, times = target.partition("x")
-        if int(number) != trial:
+        if int(number) != trial or kind == "quantize":  # quantize: cost_fault's, before training
             continue
         marks = run_dir / ".faults"
         marks.mkdir(exist_ok=True)

@@ -22,10 +22,11 @@ import optuna
 from optuna.trial import TrialState
 
 from cspnas import run_format
+from cspnas.cost.onnx_runtime import QuantizationError
 from cspnas.objectives import told_values
 from cspnas.run_format import FINAL_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
-from cspnas.search.faults import crash_point
+from cspnas.search.faults import cost_fault, crash_point
 from cspnas.search.interrupt import StopRequest, is_disk_full, tune_stopper
 from cspnas.search.packing import WORKER_ATTRS
 from cspnas.search.progress import Progress, Running, Status
@@ -136,7 +137,15 @@ class Proposer:
 
     def _consider(self, trial: optuna.Trial, arch) -> Candidate | None:
         s = self.settings
-        cost = self.meter.measure(arch)
+        try:
+            cost_fault(trial.number)  # tests only (CSPNAS_TEST_FAULT=quantize@N); a no-op otherwise
+            cost = self.meter.measure(arch)
+        except QuantizationError as e:  # this candidate cannot ship as int8: it fails, the search goes on
+            for key, value in (("arch", arch.to_json(indent=None)), ("arch_hash", arch.arch_hash()),
+                               ("arch_summary", arch.summary()), ("epochs", s.train.epochs), ("epochs_done", 0)):
+                trial.set_user_attr(key, value)
+            self.tell(trial, "failed", reason=str(e))
+            return None
         values, violations = s.constraints.check(cost)
         for key, value in values.items():
             trial.set_constraint(key, value)
@@ -348,6 +357,8 @@ class SearchLoop:
         elif status == "complete" and full_fidelity(epochs_done, self.settings.train.epochs):
             if result.get("weights"):
                 trial.set_user_attr("weights", result["weights"])
+            if result.get("val_acc_int8") is not None:
+                trial.set_user_attr("val_acc_int8", float(result["val_acc_int8"]))
             tell(trial, "complete", accuracy=float(result["val_acc"]))
         else:  # stopped by the scheduler: a low-fidelity result, not a point for the front
             tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)")

@@ -115,7 +115,8 @@ def _iqr(values: list[float]) -> float:
 class Measurer:
     """The measuring process (a Ray actor; see the module docstring for where it runs)."""
 
-    def __init__(self, cores: list[int] | None, lock_dir: str, settings: dict[str, Any]):
+    def __init__(self, cores: list[int] | None, lock_dir: str, settings: dict[str, Any], calibration=None):
+        self.calibration = calibration  # int8: the search's training images (numpy), else None
         if cores:
             os.sched_setaffinity(0, cores)
         self.lock_dir = lock_dir
@@ -144,7 +145,7 @@ class Measurer:
         lat_settings = LatencySettings.from_dict(settings)
         gate = MeasureGate(self.lock_dir, node=self.fp["node_id"]).exclusive() if gated else contextlib.nullcontext()
         with gate:
-            lat = measure_latency(model, lat_settings)
+            lat = measure_latency(model, lat_settings, self.calibration)
         return latency_record(lat, fingerprint_id(self.fp))
 
     def confirm(self, arch_jsons: list[str], settings: dict[str, Any], rounds: int) -> list[dict[str, Any]]:
@@ -163,7 +164,7 @@ class Measurer:
         for r in range(rounds):
             order = [(i + r) % n for i in range(n)]
             for i in reversed(order) if r % 2 else order:
-                lat = measure_latency(models[i], lat_settings)
+                lat = measure_latency(models[i], lat_settings, self.calibration)
                 medians[i].append(lat.median_ms)
                 iqrs[i].append(lat.iqr_ms)
                 runs[i] += lat.runs
@@ -196,7 +197,8 @@ def check_latency_node(resource: str) -> dict[str, Any]:
     return nodes[0]
 
 
-def start_measurer(latency: LatencySettings, lock_dir: Path, *, cores: list[int], latency_node: str | None):
+def start_measurer(latency: LatencySettings, lock_dir: Path, *, cores: list[int], latency_node: str | None,
+                   calibration=None):
     """The search's measuring actor, started and answering (Ray must be started). Returns its handle
     and fingerprint. Raises CspnasError (one line) when it cannot be placed."""
     import ray
@@ -215,7 +217,7 @@ def start_measurer(latency: LatencySettings, lock_dir: Path, *, cores: list[int]
         options = dict(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
         where = "this machine"
     actor = ray.remote(Measurer).options(max_restarts=1, **options).remote(
-        cores or None, str(lock_dir), latency.to_dict())
+        cores or None, str(lock_dir), latency.to_dict(), calibration)
     try:
         fp = ray.get(actor.fingerprint.remote(), timeout=START_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:

@@ -158,7 +158,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     input_size = settings.latency_input_size or data.input_size
     latency = LatencySettings(backend=settings.latency_backend, device=settings.latency_device, batch_size=settings.latency_batch_size,
                               in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
-                              dtype=settings.latency_dtype, min_run_time_s=settings.latency_min_run_time_s)
+                              dtype=settings.latency_dtype, min_run_time_s=settings.latency_min_run_time_s,
+                              precision=settings.latency_precision, calibration_seed=settings.seed)
     try:
         latency.torch_device()  # a GPU that isn't there fails now, not after the run directory exists
     except CspnasError as e:
@@ -167,12 +168,18 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     # the measuring actor (cspnas.search.measurer: where it runs, whom it pauses), before any file exists
     cores = [] if settings.address else reserved_cores(settings.latency_threads)
     same_gpu = latency.device.startswith("cuda") and train_device.startswith("cuda")
-    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size,
+    calibration = None
+    if latency.precision == "int8":  # calibrated on this search's training images (the count is recorded)
+        from cspnas.train.quantized import calibration_batch
+
+        calibration = calibration_batch(data, latency.calibration_images, latency.calibration_seed, input_size)
+    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size, calibration=calibration,
                       pause_trainers=not settings.latency_node and (not cores or same_gpu))
 
     def measurer():
         start_ray(settings, reserved=len(cores))  # joined already: a no-op
-        return start_measurer(latency, run_dir / ".locks", cores=cores, latency_node=settings.latency_node)
+        return start_measurer(latency, run_dir / ".locks", cores=cores, latency_node=settings.latency_node,
+                              calibration=calibration)
 
     measured_on = None
     if settings.address:  # joined: the pre-flight's latencies come from the measurer too (it may be elsewhere)
@@ -249,14 +256,12 @@ def trial_train_config(settings: SearchSettings, train_device: str) -> dict[str,
 
 def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> dict[str, Any]:
     """The part of every trial's Ray config that does not depend on the candidate."""
-    # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
-    data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
-    data_spec = {"name": settings.dataset, "data_dir": data_dir, "val_fraction": settings.val_fraction,
-                 "split_seed": settings.seed, "train_subset": settings.train_subset, "download": False,
-                 "image_size": settings.image_size}
-    return {"run_dir": str(run_dir.resolve()), "data": data_spec, "train": trial_train_config(settings, train_device),
-            "evaluator": settings.evaluator,
-            "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial))}
+    return {"run_dir": str(run_dir.resolve()), "data": settings.data_spec(),
+            "train": trial_train_config(settings, train_device), "evaluator": settings.evaluator,
+            "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial)),
+            # int8 latency: every complete trial's int8 accuracy, quantized as its latency was
+            "int8": ({"calibration_images": LatencySettings.calibration_images, "seed": settings.seed}
+                     if settings.latency_precision == "int8" else None)}
 
 
 def _trial_resources(settings: SearchSettings, train_device: str, space: SearchSpace, data,

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from cspnas.cost.backends import check_latency_backend
-from cspnas.cost.settings import LatencySettings
+from cspnas.cost.settings import PRECISIONS, LatencySettings
 from cspnas.errors import CspnasError
 from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
 from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
@@ -81,7 +82,12 @@ class SearchSettings:
     constraints: Constraints = field(default_factory=Constraints)
     objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
                                            + "; accuracy is always one; a resumed run keeps its own")
-    latency_backend: str = _setting(LatencySettings.backend, "how latency is measured (see cspnas.cost.backends)")
+    # None: onnxruntime where it runs (cpu, float32), else torch; see README "Latency where the model ships"
+    latency_backend: str | None = _setting(None, "how latency is measured: onnxruntime (the exported ONNX, as "
+                                                 "`cspnas export` writes it) | torch (eager) (default onnxruntime "
+                                                 "on a cpu float32 latency, else torch)")
+    latency_precision: str = _setting(LatencySettings.precision, "fp32 | int8 (ONNX Runtime static QDQ quantization "
+                                                                 "calibrated on training images; onnxruntime only)")
     latency_device: str = _setting(LatencySettings.device, "device latency is measured on")
     latency_batch_size: int = _setting(LatencySettings.batch_size, "batch size of the latency measurement")
     latency_threads: int = _setting(LatencySettings.threads, "CPU threads of the latency measurement")
@@ -101,8 +107,15 @@ class SearchSettings:
         # one seed and one device for the whole search: the trials' recipe follows them
         object.__setattr__(self, "train", replace(self.train, seed=self.seed, device=self.device))
         check_evaluator(self.evaluator)
+        if self.latency_backend is None:
+            shippable = self.latency_device == "cpu" and self.latency_dtype == "float32"
+            object.__setattr__(self, "latency_backend", "onnxruntime" if shippable else "torch")
         check_latency_backend(self.latency_backend)
         checks = [
+            (self.latency_precision in PRECISIONS,
+             f"--latency-precision must be one of {', '.join(PRECISIONS)}, got {self.latency_precision!r}"),
+            (self.latency_precision != "int8" or self.latency_backend == "onnxruntime",
+             "--latency-precision int8 is ONNX Runtime's quantization; add --latency-backend onnxruntime"),
             (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
             (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
@@ -124,6 +137,14 @@ class SearchSettings:
             if not ok:
                 raise CspnasError(message)
         object.__setattr__(self, "objectives", parse_objectives(self.objectives))  # also a YAML list
+
+    def data_spec(self) -> dict[str, Any]:
+        """load_dataset keyword arguments of this search's data (every trial and export load the same)."""
+        # absolute: Tune runs each trial in its own working directory (and, on a cluster, another machine)
+        data_dir = str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None
+        return {"name": self.dataset, "data_dir": data_dir, "val_fraction": self.val_fraction,
+                "split_seed": self.seed, "train_subset": self.train_subset, "download": False,
+                "image_size": self.image_size}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -149,6 +170,7 @@ class SearchSettings:
         unknown = sorted(set(d) - known)
         if unknown:
             raise CspnasError(f"config.yaml: unknown setting(s) {unknown}; was it written by another cspnas version?")
+        d.setdefault("latency_backend", "torch")  # runs from before the setting were timed in eager mode
         d["constraints"] = Constraints(**(d.get("constraints") or {}))
         d["train"] = TrainConfig.from_dict({**asdict(search_training()), **train})
         return cls(**d)

@@ -33,6 +33,7 @@ from cspnas.train import TrainConfig, TrainingDiverged
 from cspnas.train.checkpoint import save_weights
 from cspnas.train.config import resolve_device
 from cspnas.train.loop import eval_batch_size
+from cspnas.train.quantized import int8_accuracy
 
 # One decoded data set per worker process, already on the training device: with actor reuse,
 # later trials skip loading and copying. Keyed by the data spec and device (the fingerprint).
@@ -83,7 +84,7 @@ def _node_id() -> str:
 def train_candidate(config: dict[str, Any]) -> None:
     """config: trial, arch (JSON), run_dir, data (load_dataset kwargs), train (TrainConfig kwargs), evaluator
     (a registered name), keep_weights, threads, cores (None, or the cores left to training when the
-    latency measurer has cores of its own: cspnas.search.measurer)."""
+    latency measurer has cores of its own: cspnas.search.measurer), int8 (None, or calibration_images and seed)."""
     if config.get("cores"):
         os.sched_setaffinity(0, config["cores"])
     torch.set_num_threads(int(config["threads"]))
@@ -128,10 +129,14 @@ def train_candidate(config: dict[str, Any]) -> None:
                 if rep.epoch == 1:
                     trial_fault(run_dir, trial)  # tests only (CSPNAS_TEST_FAULT); a no-op otherwise
                 done = rep.epoch == rounds
+                extra = {}
                 if done and config["keep_weights"]:
                     save_weights(model, weights)  # before the final report: Tune may stop us right after it
-                report("complete" if done else "running", rep.epoch,
-                       weights=str(weights.relative_to(run_dir)) if done and config["keep_weights"] else "")
+                    extra["weights"] = str(weights.relative_to(run_dir))
+                if done and config.get("int8"):  # the int8 model's accuracy, beside the float one
+                    extra["val_acc_int8"] = int8_accuracy(model, data, config["int8"]["calibration_images"],
+                                                          config["int8"]["seed"], threads=int(config["threads"]))
+                report("complete" if done else "running", rep.epoch, **extra)
 
             sync = torch.cuda.synchronize if device.type == "cuda" else None
             try:

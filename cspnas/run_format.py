@@ -37,7 +37,8 @@ from cspnas.search.integrity import check_study_db
 CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
 STUDY_NAME = "cspnas"
 STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled")
-FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states that used up budget
+FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states a screened candidate ends in
+TRAINED_STATES = ("complete", "pruned", "failed")  # handed to training: what --budget counts
 
 _MEASURED = [c for c in COLUMNS if c != "accuracy"]
 TRIAL_COLUMNS = [

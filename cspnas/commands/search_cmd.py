@@ -13,7 +13,7 @@ from cspnas.tables import print_table
 
 # flags that are SearchSettings fields of the same name (the rest are parsed below), in --help order:
 # what and on which data, [the trials' training], how the search runs
-_DATA_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
+_DATA_FLAGS = (("--budget", int), ("--screen-limit", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
                ("--train-subset", int), ("--image-size", int))
 _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), ("--cpus-per-trial", float),
               ("--gpus-per-trial", float), ("--device", str), ("--evaluator", str), ("--latency-backend", str),

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from cspnas import run_format
 from cspnas.objectives import told_values
-from cspnas.run_format import FINAL_STATES, full_fidelity
+from cspnas.run_format import FINAL_STATES, TRAINED_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
 from cspnas.search.interrupt import StopRequest, is_disk_full, tune_stopper
@@ -35,10 +35,17 @@ log = logging.getLogger(__name__)
 
 # Draws in a row that repeat an architecture already tried before the space counts as exhausted.
 RESAMPLE_LIMIT = 50
+# Infeasible candidates in a row that end a search that cannot find feasible ones (with --screen-limit).
+INFEASIBLE_RUN_LIMIT = 500
 
 
 def count_final(study: optuna.Study) -> int:
-    """Trials that used up budget (resume continues from here)."""
+    """Architectures trained: what --budget counts (resume continues from here)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in TRAINED_STATES)
+
+
+def count_screened(study: optuna.Study) -> int:
+    """Candidates screened: trained or found infeasible (what --screen-limit counts)."""
     return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in FINAL_STATES)
 
 
@@ -86,13 +93,19 @@ class Candidate:
 class Proposer:
     """Sample, cost, constrain; tell what needs no training. No Ray, no files. No proposal repeats
     an architecture that is finished or in flight: such a draw is told as 'resampled' (it uses no
-    budget) and the sampler draws again."""
+    budget) and the sampler draws again. Infeasible candidates use no budget either (it counts
+    architectures trained); `screen_limit` screened candidates, or INFEASIBLE_RUN_LIMIT infeasible
+    ones in a row, end a search that cannot find feasible ones (`given_up` says why)."""
 
     def __init__(self, study: optuna.Study, settings: SearchSettings, space: SearchSpace, meter: CostMeter,
                  in_chs: int, num_classes: int):
         self.study, self.settings, self.space, self.meter = study, settings, space, meter
         self.in_chs, self.num_classes = in_chs, num_classes
         self.asked = count_final(study)  # budget already used (resume)
+        self.screened = count_screened(study)
+        self.infeasible_run = 0  # infeasible candidates in a row
+        self.nearest: tuple[float, int, str, list[str]] | None = None  # least excess: (excess, trial, arch, violations)
+        self.given_up: str | None = None  # why screening stopped before the budget was trained
         self.told: list[int] = []  # trials told since the caller last cleared it
         self.exhausted = False  # RESAMPLE_LIMIT draws in a row repeated tried architectures
         self._tried: dict[str, int] | None = None  # arch hash -> trial, of finished and running trials
@@ -105,6 +118,10 @@ class Proposer:
                            and (t.user_attrs.get("status") in FINAL_STATES or t.state == TrialState.RUNNING)}
         repeats = 0
         while self.asked < self.settings.budget:
+            if self.given_up is None:
+                self.given_up = self._give_up()
+            if self.given_up is not None:
+                return None
             trial = self.study.ask()
             arch = self.space.sample(trial, in_chs=self.in_chs, num_classes=self.num_classes)
             earlier = self._tried.get(arch.arch_hash())
@@ -116,11 +133,27 @@ class Proposer:
                     return None
                 continue
             self._tried[arch.arch_hash()] = trial.number
-            self.asked += 1
+            self.screened += 1
             candidate = self._consider(trial, arch)
             if candidate is not None:
+                self.asked += 1
+                self.infeasible_run = 0
                 return candidate
+            self.infeasible_run += 1
         return None
+
+    def _give_up(self) -> str | None:
+        """The one line that ends a search that keeps finding only infeasible candidates, or None."""
+        limit = self.settings.screen_limit or 50 * self.settings.budget
+        if self.screened < limit and self.infeasible_run < INFEASIBLE_RUN_LIMIT:
+            return None
+        why = (f"{self.screened} candidates screened (--screen-limit {limit})" if self.screened >= limit
+               else f"{self.infeasible_run} infeasible candidates in a row")
+        near = ""
+        if self.nearest is not None:
+            _, number, summary, violations = self.nearest
+            near = f"; the nearest, trial {number} ({summary}), breaks {', '.join(violations)}: relax that limit"
+        return f"stopped: {why}, {self.asked} of {self.settings.budget} trained{near}"
 
     def _resampled(self, trial: optuna.Trial, arch, earlier: int) -> None:
         for key, value in (("arch_hash", arch.arch_hash()), ("arch_summary", arch.summary()),
@@ -141,6 +174,9 @@ class Proposer:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if violations:
+            excess = max(values.values())
+            if self.nearest is None or excess < self.nearest[0]:
+                self.nearest = (excess, trial.number, arch.summary(), violations)
             self.tell(trial, "infeasible", accuracy=0.0)
             return None
         return Candidate(trial, attrs["arch"])
@@ -238,6 +274,8 @@ class SearchLoop:
                         raise
                     self.disk_full = _first_line(e)
                 self._interrupt_running()
+            if self.proposer.given_up is not None:
+                self.progress.log(self.proposer.given_up)
             if self.proposer.exhausted:
                 self.progress.log(f"search space exhausted: {RESAMPLE_LIMIT} draws in a row repeated architectures "
                                   f"already tried; stopping at {count_final(self.study)} of {self.settings.budget}")
@@ -367,7 +405,7 @@ class SearchLoop:
         trials, now = self.trials, time.monotonic()
         states = trials["state"].value_counts().to_dict() if len(trials) else {}
         complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
-        done = sum(states.get(k, 0) for k in FINAL_STATES)
+        done = sum(states.get(k, 0) for k in TRAINED_STATES)
         running = tuple(Running(self.running[k].number, epochs, now - started)
                         for k, (started, epochs, _) in self._training.items() if k in self.running)
         # training seconds per epoch: trials that trained (twins copy theirs), then the running ones
@@ -377,7 +415,7 @@ class SearchLoop:
         epochs = int(trained["epochs_done"].sum()) if len(trials) else 0
         for _, e, s in self._training.values():
             seconds, epochs = seconds + s, epochs + e
-        untrained = states.get("infeasible", 0) + (int(trials["duplicate_of"].notna().sum()) if len(trials) else 0)
+        untrained = int(trials[trials["state"].isin(TRAINED_STATES)]["duplicate_of"].notna().sum()) if len(trials) else 0
         return Status(done=done, budget=self.settings.budget, running=running,
                       infeasible=states.get("infeasible", 0), failed=states.get("failed", 0),
                       pruned=states.get("pruned", 0), best_accuracy=float(max(complete)) if len(complete) else None,

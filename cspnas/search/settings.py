@@ -65,7 +65,9 @@ class SearchSettings:
     data_dir: str | None = _setting(None, "where the data set's files are (folder: train/ and val/ or test/)")
     val_fraction: float = _setting(0.1, "share of the training data held out for validation")
     train_subset: int | None = _setting(None, "train on a stratified subset of N images")
-    budget: int = _setting(50, "architectures to evaluate, infeasible ones included")
+    budget: int = _setting(50, "architectures to train (infeasible candidates are screened out and use none)")
+    screen_limit: int | None = _setting(None, "candidates screened at most, infeasible ones included, before a search "
+                                              "that finds too few feasible ones stops (default 50 x budget)")
     train: TrainConfig = _setting(default_factory=search_training, help="brief training of every trial")
     evaluator: str = _setting(DEFAULT_EVALUATOR, "how a candidate is scored (cspnas.search.evaluators)")
     concurrency: int = _setting(2, "trials trained at once")
@@ -100,6 +102,7 @@ class SearchSettings:
         check_latency_backend(self.latency_backend)
         checks = [
             (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
+            (self.screen_limit is None or self.screen_limit >= 1, f"--screen-limit must be >= 1, got {self.screen_limit}"),
             (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),

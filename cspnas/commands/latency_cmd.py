@@ -26,6 +26,8 @@ def register(sub) -> None:
     q.add_argument("--n", type=int, default=300, help="architectures to time (default 300)")
     q.add_argument("--repeats", type=int, default=2, help="passes over them; each keeps its fastest (default 2)")
     q.add_argument("--seed", type=int, default=0, help="seed of the design (another seed: a held-out set)")
+    q.add_argument("--held-out", action="store_true",
+                   help="a held-out set for `check`: balanced draws only, without the space's corners (use another --seed)")
     q.add_argument("--out", required=True, metavar="DEVICE.json", help="profile file (continued if it exists)")
     q.set_defaults(func=_profile)
 
@@ -63,7 +65,7 @@ def _profile(args) -> int:
         print(("\r" + line + "\x1b[K") if live else line, end="" if live else "\n", file=sys.stderr, flush=True)
 
     profile = profile_device(space, settings, args.n, args.out, seed=args.seed, repeats=args.repeats,
-                             progress=progress)
+                             corners=not args.held_out, progress=progress)
     if live:
         print(file=sys.stderr)
     print(f"{len(profile.measurements)} architectures of space {profile.header['space']} timed at "

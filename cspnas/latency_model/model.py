@@ -42,6 +42,12 @@ class LatencyModel:
     archs: list[str] = field(default_factory=list)  # hashes it was fitted on (check holds them out)
     features: tuple[str, ...] = FEATURES
 
+    @property
+    def band(self) -> float:
+        """Relative distance from a limit within which a prediction is too close to call: the model's
+        90th-percentile error where its fit recorded one, at least 10%."""
+        return max(0.10, float((self.fit.get("in_sample") or {}).get("p90_abs_error") or 0.0))
+
     def predict_ms(self, arch: ArchConfig) -> float:
         return float(np.dot(arch_features(arch, self.valid_for["input_size"]), self.coef))
 

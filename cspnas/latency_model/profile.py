@@ -59,7 +59,8 @@ def fingerprint(settings: LatencySettings) -> dict[str, Any]:
 
     return {"cpu": cpu, "cores": cpu_cores(), "machine": platform.machine(), "gpu": gpu,
             "system": platform.system(), "python": platform.python_version(),
-            "backend": latency_backend(settings.backend).describe(settings),
+            # the backend's name and library versions; its options are latency settings, compared as such
+            "backend": {k: v for k, v in latency_backend(settings.backend).describe(settings).items() if k != "options"},
             "env_threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}}
 
 
@@ -100,10 +101,12 @@ def _rounds(choices: tuple, rng: np.random.Generator) -> Iterator:
             yield choices[int(i)]
 
 
-def design(space: SearchSpace, n: int, seed: int = 0, in_chs: int = 3) -> list[ArchConfig]:
-    """The first `n` distinct architectures of the space's profiling design (see the module doc)."""
+def design(space: SearchSpace, n: int, seed: int = 0, in_chs: int = 3, corners: bool = True) -> list[ArchConfig]:
+    """The first `n` distinct architectures of the space's profiling design (see the module doc);
+    `corners=False`: balanced draws only (a held-out set: every fitting profile has the corners)."""
     out: dict[str, ArchConfig] = {}
-    for arch in space.corners(in_chs, NUM_CLASSES) + space.corners(in_chs, NUM_CLASSES, cheapest=False):
+    both = space.corners(in_chs, NUM_CLASSES) + space.corners(in_chs, NUM_CLASSES, cheapest=False)
+    for arch in both if corners else []:
         out.setdefault(arch.arch_hash(), arch)
     streams: dict[str, Iterator] = {}
     misses = 0
@@ -171,7 +174,7 @@ def read_profile(path: str | Path) -> Profile:
         raise CspnasError(f"{path}: latency profile version {data.get('version')!r}, this cspnas reads version "
                           f"{PROFILE_VERSION}; profile again with this cspnas")
     measurements = data.pop("measurements", None)
-    needed = ("space", "space_yaml", "input_size", "latency", "n", "repeats", "seed", "fingerprint")
+    needed = ("space", "space_yaml", "input_size", "latency", "n", "repeats", "seed", "corners", "fingerprint")
     missing = [k for k in needed if k not in data]
     if missing or not isinstance(measurements, list):
         raise CspnasError(f"{path}: profile is missing {', '.join(missing) or 'measurements'}; profile again")
@@ -185,7 +188,7 @@ def read_profile(path: str | Path) -> Profile:
 
 
 def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: str | Path, *, seed: int = 0,
-                   repeats: int = 2, progress: Callable[[str], None] | None = None) -> Profile:
+                   repeats: int = 2, corners: bool = True, progress: Callable[[str], None] | None = None) -> Profile:
     """Time the first `n` architectures of the space's design under `settings` into `out`, `repeats`
     passes over all of them, keeping each one's fastest median; continues the measurements already
     there (same space, settings, seed and device; else refused)."""
@@ -196,12 +199,12 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
         raise CspnasError(f"--n and --repeats must be >= 1, got {n} and {repeats}")
     header = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "space": space_id(space),
               "space_yaml": space.source, "input_size": settings.input_size, "latency": settings.to_dict(),
-              "n": n, "repeats": repeats, "seed": seed, "fingerprint": fingerprint(settings)}
+              "n": n, "repeats": repeats, "seed": seed, "corners": corners, "fingerprint": fingerprint(settings)}
     path = Path(out)
     done: list[dict[str, Any]] = []
     if path.exists():
         old = read_profile(path)
-        for key in ("space", "input_size", "latency", "seed"):
+        for key in ("space", "input_size", "latency", "seed", "corners"):
             if old.header[key] != header[key]:
                 raise CspnasError(f"{path} was profiled with another {key} ({_short(old.header[key])}); "
                                   "use the same arguments to continue it, or another --out")
@@ -213,7 +216,7 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
         raise CspnasError(f"--out {path}: folder {path.parent} does not exist; create it first")
     profile = Profile(header, done, path)
     by_hash = {m["arch_hash"]: m for m in done}
-    plan = design(space, n, seed, settings.in_chs)
+    plan = design(space, n, seed, settings.in_chs, corners)
     profile.save()
     todo = sum(max(0, repeats - len(by_hash[a.arch_hash()]["passes_ms"]) if a.arch_hash() in by_hash else repeats)
                for a in plan)

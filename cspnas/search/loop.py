@@ -354,10 +354,30 @@ class SearchLoop:
         elif status == "complete" and full_fidelity(epochs_done, self.settings.train.epochs):
             if result.get("weights"):
                 trial.set_user_attr("weights", result["weights"])
-            tell(trial, "complete", accuracy=float(result["val_acc"]))
+            confirmed_ok = self._confirm_latency(trial, float(result["val_acc"]))
+            tell(trial, "complete" if confirmed_ok else "infeasible", accuracy=float(result["val_acc"]))
         else:  # stopped by the scheduler: a low-fidelity result, not a point for the front
             tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)")
         self.refresh()
+
+    def _confirm_latency(self, trial: optuna.Trial, accuracy: float) -> bool:
+        """--confirm-latency: a trial about to join the front with a predicted latency is timed now and
+        the measured latency wins (also in its constraint values). False if it then breaks a limit."""
+        a = trial.user_attrs
+        if not self.settings.confirm_latency or a.get("latency_source") != "predicted" \
+                or _dominated({**a, "accuracy": accuracy}, self.front, self.settings.objectives):
+            return True
+        from cspnas.space import ArchConfig
+
+        measured = self.proposer.meter.confirm(ArchConfig.from_json(a["arch"]))
+        for key, value in measured.items():
+            trial.set_user_attr(key, value)
+        values, violations = self.settings.constraints.check({**a, **measured})
+        for key, value in values.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("feasible", not violations)
+        trial.set_user_attr("violations", violations)
+        return not violations
 
     # -- tables, dashboard, status line -----------------------------------------------------------
     def refresh(self, started: bool = False) -> None:
@@ -423,6 +443,22 @@ class SearchLoop:
                       epochs=self.settings.train.epochs, epoch_seconds=seconds / epochs if epochs else None,
                       trained_share=(done - untrained) / done if done else 1.0,
                       concurrency=self.settings.concurrency)
+
+
+def _dominated(row: dict[str, Any], front, objectives) -> bool:
+    """Whether a front member is at least as good as `row` in every objective and better in one."""
+    from cspnas.objectives import OBJECTIVES
+
+    if front is None or not len(front):
+        return False
+    specs = [OBJECTIVES[n] for n in objectives]
+    sign = {s.column: (-1.0 if s.direction == "max" else 1.0) for s in specs}  # as minimisation
+    mine = {c: sign[c] * float(row[c]) for c in sign}
+    for other in front.to_dict(orient="records"):
+        theirs = {c: sign[c] * float(other[c]) for c in sign}
+        if all(theirs[c] <= mine[c] for c in sign) and any(theirs[c] < mine[c] for c in sign):
+            return True
+    return False
 
 
 def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:

@@ -93,7 +93,8 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
     def latency_of(arch: ArchConfig) -> float:
         key = arch.arch_hash()
         if key not in latencies:
-            latencies[key] = measure_latency(build_model(arch), latency_settings).median_ms
+            latencies[key] = (meter.predictor.predict_ms(arch) if meter.predictor is not None  # --latency-model
+                              else measure_latency(build_model(arch), latency_settings).median_ms)
         return latencies[key]
 
     def exact_macs(arch: ArchConfig) -> int:

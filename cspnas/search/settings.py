@@ -88,6 +88,10 @@ class SearchSettings:
     latency_dtype: str = _setting(LatencySettings.dtype, "float32 | bfloat16 | float16 (cuda)")
     latency_input_size: int | None = _setting(None, "input side of the latency measurement "
                                                     "(default: the training image size)")
+    latency_model: str | None = _setting(None, "a latency model (`cspnas latency fit`): latency is predicted from "
+                                               "the architecture, for the model's device, not measured here")
+    confirm_latency: bool = _setting(False, "with --latency-model: time front members and candidates near "
+                                            "--target-latency on this machine (the model's device); measured wins")
     # shorter than LatencySettings' 0.2 s: every candidate is timed while all training waits
     latency_min_run_time_s: float = _setting(0.1, "timing budget per candidate, in seconds")
     image_size: int | None = _setting(None, "train and measure at N x N pixels, images resized once at load "
@@ -112,6 +116,8 @@ class SearchSettings:
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
             (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
+            (self.latency_model is not None or not self.confirm_latency,
+             "--confirm-latency confirms a --latency-model's predictions; give --latency-model MODEL.json too"),
             (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              f"--name must be a plain directory name, got {self.name!r}"),
         ]

@@ -67,7 +67,7 @@ def fit_from(profile_path: str | Path, runs: Sequence[str | Path] = ()) -> tuple
                 archs.append(arch)
                 latencies.append(value)
     h = profile.header
-    valid_for = {"space": h["space"], "input_size": h["input_size"], "latency": model_scope(h["latency"]),
+    valid_for = {"space": h["space"], "latency": model_scope(h["latency"]),
                  "fingerprint": h["fingerprint"]}
     sources = {"profiles": [str(profile_path)], "runs": [str(r) for r in runs], "archs": len(archs)}
     return fit_model(archs, latencies, valid_for, sources), warnings

@@ -37,7 +37,7 @@ def model_scope(latency: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class LatencyModel:
     coef: list[float]
-    valid_for: dict[str, Any]  # space, input_size, latency (model_scope), fingerprint
+    valid_for: dict[str, Any]  # space, latency (model_scope: input size, backend, ...), fingerprint
     fit: dict[str, Any] = field(default_factory=dict)  # what it was fitted on and how well
     archs: list[str] = field(default_factory=list)  # hashes it was fitted on (check holds them out)
     features: tuple[str, ...] = FEATURES
@@ -49,10 +49,10 @@ class LatencyModel:
         return max(0.10, float((self.fit.get("in_sample") or {}).get("p90_abs_error") or 0.0))
 
     def predict_ms(self, arch: ArchConfig) -> float:
-        return float(np.dot(arch_features(arch, self.valid_for["input_size"]), self.coef))
+        return float(np.dot(arch_features(arch, self.valid_for["latency"]["input_size"]), self.coef))
 
     def predict_many(self, archs: Sequence[ArchConfig]) -> np.ndarray:
-        return design_matrix(archs, self.valid_for["input_size"]) @ np.asarray(self.coef)
+        return design_matrix(archs, self.valid_for["latency"]["input_size"]) @ np.asarray(self.coef)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": MODEL_FORMAT, "version": MODEL_VERSION, "features": list(self.features),
@@ -116,7 +116,7 @@ def fit_model(archs: Sequence[ArchConfig], latencies_ms: Sequence[float], valid_
     if len(archs) < len(FEATURES):
         raise CspnasError(f"{len(archs)} measured architectures are too few to fit {len(FEATURES)} costs; "
                           f"profile at least {len(FEATURES)} (--n 300 is the usual)")
-    x = design_matrix(archs, valid_for["input_size"])
+    x = design_matrix(archs, valid_for["latency"]["input_size"])
     y = np.asarray(latencies_ms, dtype=float)
     coef = fit_coef(x, y)
     return LatencyModel(coef=[float(c) for c in coef], valid_for=valid_for,
@@ -137,7 +137,8 @@ def load_model(path: str | Path) -> LatencyModel:
     if not (isinstance(coef, list) and len(coef) == len(FEATURES)
             and all(isinstance(c, (int, float)) and c >= 0 for c in coef)):
         raise CspnasError(f"{path}: latency model coefficients are malformed; fit it again")
-    if not (isinstance(valid, dict) and all(k in valid for k in ("space", "input_size", "latency", "fingerprint"))):
+    if not (isinstance(valid, dict) and all(k in valid for k in ("space", "latency", "fingerprint"))
+            and isinstance(valid["latency"], dict) and "input_size" in valid["latency"]):
         raise CspnasError(f"{path}: latency model does not say what it is valid for; fit it again")
     return LatencyModel(coef=[float(c) for c in coef], valid_for=valid, fit=data.get("fit") or {},
                         archs=list(data.get("archs") or []))

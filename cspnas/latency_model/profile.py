@@ -121,7 +121,7 @@ def design(space: SearchSpace, n: int, seed: int = 0, in_chs: int = 3, corners: 
 class Profile:
     """A profile file: what was timed, how, where, and the measurements so far."""
 
-    header: dict[str, Any]  # space, space_yaml, input_size, latency settings, n, seed, fingerprint
+    header: dict[str, Any]  # space, space_yaml, latency settings, n, repeats, seed, corners, fingerprint
     measurements: list[dict[str, Any]]  # {"arch": dict, "arch_hash", "summary", "passes_ms", "iqr_ms", "latency_ms"}
     path: Path | None = None
 
@@ -174,7 +174,7 @@ def read_profile(path: str | Path) -> Profile:
         raise CspnasError(f"{path}: latency profile version {data.get('version')!r}, this cspnas reads version "
                           f"{PROFILE_VERSION}; profile again with this cspnas")
     measurements = data.pop("measurements", None)
-    needed = ("space", "space_yaml", "input_size", "latency", "n", "repeats", "seed", "corners", "fingerprint")
+    needed = ("space", "space_yaml", "latency", "n", "repeats", "seed", "corners", "fingerprint")
     missing = [k for k in needed if k not in data]
     if missing or not isinstance(measurements, list):
         raise CspnasError(f"{path}: profile is missing {', '.join(missing) or 'measurements'}; profile again")
@@ -198,15 +198,18 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
     if n < 1 or repeats < 1:
         raise CspnasError(f"--n and --repeats must be >= 1, got {n} and {repeats}")
     header = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "space": space_id(space),
-              "space_yaml": space.source, "input_size": settings.input_size, "latency": settings.to_dict(),
+              "space_yaml": space.source, "latency": settings.to_dict(),
               "n": n, "repeats": repeats, "seed": seed, "corners": corners, "fingerprint": fingerprint(settings)}
     path = Path(out)
     done: list[dict[str, Any]] = []
     if path.exists():
         old = read_profile(path)
-        for key in ("space", "input_size", "latency", "seed", "corners"):
-            if old.header[key] != header[key]:
-                raise CspnasError(f"{path} was profiled with another {key} ({_short(old.header[key])}); "
+        old_settings = {f"latency {k}": v for k, v in old.latency.items() if k not in TIMING_ONLY}
+        for key, was in {"space": old.header["space"], "seed": old.header["seed"], "corners": old.header["corners"],
+                         **old_settings}.items():
+            now = header["latency"].get(key[8:]) if key.startswith("latency ") else header[key]
+            if was != now:
+                raise CspnasError(f"{path} was profiled with another {key} ({was}, now {now}); "
                                   "use the same arguments to continue it, or another --out")
         for warning in compare_fingerprints(old.header["fingerprint"], header["fingerprint"], str(path)):
             print(f"warning: {warning}", file=sys.stderr)
@@ -246,7 +249,3 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
                          f"about {each * (todo - timed):.0f} s left")
     return profile
 
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
-    return text if len(text) < 120 else text[:117] + "..."

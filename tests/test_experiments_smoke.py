@@ -208,3 +208,13 @@ def test_committed_csp_question_reproduces():
     proc = run_script("csp_question.py", "--check", "fusion_last@0.25", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fusion_last@0.25: committed" in proc.stdout and proc.stdout.rstrip().endswith("ok")
+
+
+def test_latency_model_smoke(tmp_path: Path):
+    out = tmp_path / "lm.json"
+    proc = run_script("latency_model.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())["backends"]["torch"]
+    assert r["held_out"]["n"] == 8 and 0 <= r["held_out"]["within_10pct"] <= 1
+    assert [c["archs"] for c in r["learning_curve"]] == [20] and r["in_sample"]["n"] == 24
+    assert r["screening"]["uniform_per_s"] > 0 and r["tight_search"]["screened"] >= r["tight_search"]["trained"] == 20

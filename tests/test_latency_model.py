@@ -132,3 +132,18 @@ def test_meter_predicts_latency_without_timing_and_times_candidates_near_the_lim
     assert timed["latency_ms"] == timed["latency_measured_ms"] and timed["latency_predicted_ms"] == cost["latency_ms"]
     confirmed = meter.confirm(arch)  # a front member: timed, and the cache now holds the measured value
     assert meter.measure(arch)["latency_ms"] == confirmed["latency_ms"] and confirmed["latency_source"] == "measured"
+
+
+def test_search_refuses_a_model_for_another_input_size_before_writing_anything(profiled, tmp_path):
+    from cspnas.errors import CspnasError
+    from cspnas.search.runner import run_search
+    from cspnas.search.settings import SearchSettings
+
+    folder, _ = profiled  # a model of 8x8 inputs
+    with pytest.raises(CspnasError, match="--confirm-latency confirms a --latency-model"):
+        SearchSettings(name="x", confirm_latency=True)
+    settings = SearchSettings(name="x", results_dir=str(tmp_path), budget=1, image_size=16,
+                              latency_model=str(folder / "model.json"))
+    with pytest.raises(CspnasError, match=r"model.json: latency model is for input_size 8, the search uses 16"):
+        run_search(settings, live=False)
+    assert not (tmp_path / "x").exists()

@@ -5,6 +5,7 @@ from collections import Counter
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cspnas.cli import main
@@ -147,3 +148,24 @@ def test_search_refuses_a_model_for_another_input_size_before_writing_anything(p
     with pytest.raises(CspnasError, match=r"model.json: latency model is for input_size 8, the search uses 16"):
         run_search(settings, live=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_fit_adds_a_runs_measured_latencies_and_refuses_a_run_of_another_space(profiled, tmp_path):
+    import yaml
+    from run_fixture import make_run
+
+    from cspnas.errors import CspnasError
+
+    folder, profile = profiled
+    run = make_run(tmp_path, n=6)  # measured at 8x8 like the profile (1 input channel: allowed)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    for space, ok in ((load_space("edge"), False), (SPACE, True)):
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, "space_yaml": space.source}))
+        if not ok:
+            with pytest.raises(CspnasError, match="searched space edge@"):
+                fit_from(folder / "device.json", [run])
+            continue
+        model, warnings = fit_from(folder / "device.json", [run])
+        extra = set(pd.read_csv(run / "trials.csv")["arch_hash"]) - {m["arch_hash"] for m in profile.measurements}
+        assert model.fit["archs"] == len(profile.measurements) + len(extra) and extra
+        assert model.fit["runs"] == [str(run)] and any("no device fingerprint" in w for w in warnings)

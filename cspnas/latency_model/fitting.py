@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from cspnas.errors import CspnasError
 from cspnas.latency_model.model import LatencyModel, accuracy, fit_model, load_model, model_scope
 from cspnas.latency_model.profile import Profile, compare_fingerprints, read_profile, space_id
@@ -85,8 +87,6 @@ def check_against(model: LatencyModel, profile: Profile) -> tuple[dict[str, Any]
         raise CspnasError(f"every architecture of {profile.path} was used to fit the model; profile a held-out "
                           "set (another --seed and --out) and check on that")
     archs, measured = zip(*held)
-    import numpy as np
-
     result = accuracy(model.predict_many(archs), np.array(measured))
     return {**result, "skipped_fitted": len(profile.measurements) - len(held)}, warnings
 

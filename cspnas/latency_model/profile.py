@@ -192,6 +192,8 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
     """Time the first `n` architectures of the space's design under `settings` into `out`, `repeats`
     passes over all of them, keeping each one's fastest median; continues the measurements already
     there (same space, settings, seed and device; else refused)."""
+    import torch
+
     from cspnas.cost import measure_latency
     from cspnas.models import build_model
 
@@ -215,7 +217,7 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
             print(f"warning: {warning}", file=sys.stderr)
         header["fingerprint"] = old.header["fingerprint"]
         done = old.measurements
-    elif path.parent and not path.parent.is_dir():
+    elif not path.parent.is_dir():
         raise CspnasError(f"--out {path}: folder {path.parent} does not exist; create it first")
     profile = Profile(header, done, path)
     by_hash = {m["arch_hash"]: m for m in done}
@@ -229,8 +231,6 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
             entry = by_hash.get(arch.arch_hash())
             if entry is not None and len(entry["passes_ms"]) > round_:
                 continue
-            import torch
-
             torch.manual_seed(0)
             lat = measure_latency(build_model(arch), settings)
             if entry is None:

@@ -57,7 +57,8 @@ class CostMeter:
         else:
             predicted = self.predictor.predict_ms(arch)
             latency = {"latency_ms": predicted, "latency_iqr_ms": None, "latency_runs": 0, "latency_noisy": False,
-                       "latency_backend": {"name": "predicted", "model": self.predictor.valid_for},
+                       "latency_backend": {"name": "predicted", "space": self.predictor.valid_for["space"],
+                                           "device": self.predictor.valid_for["fingerprint"].get("cpu")},
                        "latency_source": "predicted"}
             if self.confirm_near_ms is not None and abs(predicted / self.confirm_near_ms - 1) <= self.predictor.band:
                 latency = self.timed(model, arch.in_chs)

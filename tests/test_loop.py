@@ -55,6 +55,7 @@ def test_a_search_that_finds_no_feasible_candidate_stops_at_the_screen_limit(tmp
     nearest = min(trials, key=lambda t: t.user_attrs["params"])  # one limit: the least excess is the fewest params
     assert p.given_up.startswith("stopped: 4 candidates screened (--screen-limit 4), 0 of 3 trained")
     assert f"trial {nearest.number} ({nearest.user_attrs['arch_summary']}), breaks params" in p.given_up
+    assert p.given_up.endswith("relax --max-params")
 
 
 def test_a_repeat_of_a_finished_or_running_trial_is_drawn_again(tmp_path, meter):

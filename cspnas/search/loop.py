@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from cspnas import run_format
-from cspnas.objectives import told_values
+from cspnas.objectives import OBJECTIVES, told_values
 from cspnas.run_format import FINAL_STATES, TRAINED_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import crash_point
@@ -104,7 +104,8 @@ class Proposer:
         self.asked = count_final(study)  # budget already used (resume)
         self.screened = count_screened(study)
         self.infeasible_run = 0  # infeasible candidates in a row
-        self.nearest: tuple[float, int, str, list[str]] | None = None  # least excess: (excess, trial, arch, violations)
+        self.nearest: tuple[float, int, str, list[str], list[str]] | None = None  # least excess:
+        #   (excess, trial, arch summary, violations, the flags of the limits it breaks)
         self.given_up: str | None = None  # why screening stopped before the budget was trained
         self.told: list[int] = []  # trials told since the caller last cleared it
         self.exhausted = False  # RESAMPLE_LIMIT draws in a row repeated tried architectures
@@ -151,8 +152,8 @@ class Proposer:
                else f"{self.infeasible_run} infeasible candidates in a row")
         near = ""
         if self.nearest is not None:
-            _, number, summary, violations = self.nearest
-            near = f"; the nearest, trial {number} ({summary}), breaks {', '.join(violations)}: relax that limit"
+            _, number, summary, violations, flags = self.nearest
+            near = f"; the nearest, trial {number} ({summary}), breaks {', '.join(violations)}: relax {' and '.join(flags)}"
         return f"stopped: {why}, {self.asked} of {self.settings.budget} trained{near}"
 
     def _resampled(self, trial: optuna.Trial, arch, earlier: int) -> None:
@@ -176,7 +177,8 @@ class Proposer:
         if violations:
             excess = max(values.values())
             if self.nearest is None or excess < self.nearest[0]:
-                self.nearest = (excess, trial.number, arch.summary(), violations)
+                flags = [OBJECTIVES[name].flag for name, value in values.items() if value > 0]
+                self.nearest = (excess, trial.number, arch.summary(), violations, flags)
             self.tell(trial, "infeasible", accuracy=0.0)
             return None
         return Candidate(trial, attrs["arch"])

@@ -1,8 +1,9 @@
 """A latency model: per-feature costs fitted to a device's profile, stored as versioned JSON.
 
 The prediction is `features(arch) . coef`: every feature is an additive count or size (see
-features.py) and every coefficient a non-negative cost, fitted by non-negative least squares on
-the relative error (a 10% miss on a 0.5 ms network counts as much as on a 20 ms one). Non-negative
+features.py) and every coefficient a non-negative cost, fitted by (robustly reweighted)
+non-negative least squares on the relative error (a 10% miss on a 0.5 ms network counts as much
+as on a 20 ms one). Non-negative
 costs keep predictions positive and monotone: a wider or deeper network is never predicted faster.
 
 The file records what the model is valid for; `LatencyModel.applies_to` refuses, in one line, a
@@ -85,12 +86,17 @@ def design_matrix(archs: Sequence[ArchConfig], input_size: int) -> np.ndarray:
     return np.array([arch_features(a, input_size) for a in archs], dtype=float).reshape(len(archs), len(FEATURES))
 
 
-def fit_coef(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Non-negative costs minimising the squared relative error of x @ coef against y."""
+def fit_coef(x: np.ndarray, y: np.ndarray, rounds: int = 5) -> np.ndarray:
+    """Non-negative costs minimising the relative error of x @ coef against y, robustly: least squares
+    reweighted `rounds` times by 1/sqrt(|error|) (towards the least absolute error), so a few
+    timings inflated by background load pull the costs less than squares would let them."""
     from scipy.optimize import nnls
 
     scale = np.maximum(x.max(axis=0), 1e-12)  # columns of similar size: nnls converges on any profile
-    coef, _ = nnls(x / y[:, None] / scale, np.ones(len(y)), maxiter=50 * x.shape[1])
+    a, weights = x / y[:, None] / scale, np.ones(len(y))
+    for _ in range(rounds):
+        coef, _ = nnls(a * weights[:, None], weights, maxiter=50 * x.shape[1])
+        weights = 1 / np.sqrt(np.maximum(np.abs(a @ coef - 1), 0.05))  # errors under 5% all count alike
     return coef / scale
 
 

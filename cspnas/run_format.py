@@ -38,12 +38,15 @@ from cspnas.study_db import check_study_db
 CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
 STUDY_NAME = "cspnas"
 STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled")
-FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states that used up budget
+FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states a screened candidate ends in
+TRAINED_STATES = ("complete", "pruned", "failed")  # handed to training: what --budget counts
 
 _MEASURED = [c for c in COLUMNS if c != "accuracy"]
 TRIAL_COLUMNS = [
     "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
-    *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend", "feasible", "violations",
+    *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend",
+    "latency_predicted_ms", "latency_measured_ms", "latency_source",  # --latency-model: which value was used
+    "feasible", "violations",
     "val_acc_per_epoch", "accuracy", "val_acc_int8", "train_seconds", "cost_seconds", "started_at", "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
     *CONFIRMED_COLUMNS, "measured_on",
@@ -52,9 +55,9 @@ TRIAL_COLUMNS = [
 # margin to a limit inside the noise (cspnas.objectives.settled, .marginal)
 PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights",
                   "confirmed", "marginal"]
-_NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "val_acc_int8", "train_seconds",
-            "cost_seconds", "hypervolume", *CONFIRMED_COLUMNS)
-_TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "violations", "val_acc_per_epoch",
+_NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "latency_predicted_ms",
+            "latency_measured_ms", "val_acc_int8", "train_seconds", "cost_seconds", "hypervolume", *CONFIRMED_COLUMNS)
+_TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "latency_source", "violations", "val_acc_per_epoch",
          "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
 
 
@@ -176,6 +179,7 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "arch_hash": a.get("arch_hash", ""), "arch_summary": a.get("arch_summary", ""), "arch_json": a.get("arch", ""),
         **{c: a.get(c) for c in _MEASURED}, "latency_iqr_ms": a.get("latency_iqr_ms"),
         "latency_runs": a.get("latency_runs"), "latency_backend": _json_text(a.get("latency_backend", "")),
+        **{k: a.get(k) for k in ("latency_predicted_ms", "latency_measured_ms", "latency_source")},
         "feasible": a.get("feasible"), "violations": "; ".join(a.get("violations", [])),
         "val_acc_per_epoch": json.dumps(a.get("val_acc_per_epoch", [])),
         "accuracy": a.get("accuracy") if state == "complete" else None,

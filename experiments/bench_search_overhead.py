@@ -88,8 +88,10 @@ def bare_side(run_dir: Path, epochs: int) -> dict:
 
 
 def infeasible_side(tmp: Path, budget: int) -> dict:
-    s = SearchSettings(name="infeasible", results_dir=str(tmp), budget=budget, train=search_training(epochs=1),
-                       concurrency=2, device="cpu", sampler="random", constraints=Constraints(max_latency_ms=0.001))
+    # infeasible candidates use no budget: the screen limit ends this search after `budget` of them
+    s = SearchSettings(name="infeasible", results_dir=str(tmp), budget=budget, screen_limit=budget,
+                       train=search_training(epochs=1), concurrency=2, device="cpu", sampler="random",
+                       constraints=Constraints(max_latency_ms=0.001))
     t0 = time.perf_counter()
     out = run_search(s, live=False, preflight=False)  # all-infeasible on purpose
     wall = time.perf_counter() - t0

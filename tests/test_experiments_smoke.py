@@ -237,3 +237,13 @@ def test_latency_backends_smoke(tmp_path: Path):
     (acc,) = r["int8_accuracy"]["rows"]
     assert 0 <= acc["val_acc"] <= 1 and 0 <= acc["val_acc_int8"] <= 1
     assert acc["change"] == pytest.approx(acc["val_acc_int8"] - acc["val_acc"])
+
+
+def test_latency_model_smoke(tmp_path: Path):
+    out = tmp_path / "lm.json"
+    proc = run_script("latency_model.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())["backends"]["torch"]
+    assert r["held_out"]["n"] == 8 and 0 <= r["held_out"]["within_10pct"] <= 1
+    assert [c["archs"] for c in r["learning_curve"]] == [20] and r["in_sample"]["n"] == 24
+    assert r["screening"]["uniform_per_s"] > 0 and r["tight_search"]["screened"] >= r["tight_search"]["trained"] == 20

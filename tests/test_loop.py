@@ -28,21 +28,34 @@ def proposer(tmp_path, meter, **kw):
 
 
 def test_infeasible_candidates_are_told_with_constraints_and_never_proposed(tmp_path, meter):
-    p = proposer(tmp_path, meter, budget=8, constraints=Constraints(max_params=150_000))
+    p = proposer(tmp_path, meter, budget=2, constraints=Constraints(max_params=150_000))
     proposed = []
     while (c := p.propose()) is not None:
         proposed.append(c.trial.number)
         assert c.trial.user_attrs["feasible"] and c.trial.user_attrs["params"] <= 150_000
         p.tell(c.trial, "complete", accuracy=0.5)
     trials = p.study.get_trials()
-    assert len(trials) == 8 and count_final(p.study) == 8 and p.propose() is None  # the budget holds
     infeasible = [t for t in trials if t.user_attrs["status"] == "infeasible"]
     assert infeasible and proposed, "the limit should split the default space"
+    # the budget counts architectures trained; infeasible candidates use none of it
+    assert len(proposed) == count_final(p.study) == 2 and len(trials) == 2 + len(infeasible)
+    assert p.propose() is None and p.given_up is None
     for t in trials:  # the constraint reached Optuna for every trial, positive exactly when infeasible
         assert set(t.constraints) == {"params"}
         assert (t.constraints["params"] > 0) == (t.user_attrs["status"] == "infeasible")
         assert t.state == TrialState.COMPLETE and t.values[1] == t.user_attrs["macs"]
     assert all(t.user_attrs["epochs_done"] == 0 for t in infeasible)
+
+
+def test_a_search_that_finds_no_feasible_candidate_stops_at_the_screen_limit(tmp_path, meter):
+    p = proposer(tmp_path, meter, budget=3, screen_limit=4, constraints=Constraints(max_params=1_000))
+    assert p.propose() is None
+    trials = p.study.get_trials()
+    assert len(trials) == 4 and {t.user_attrs["status"] for t in trials} == {"infeasible"} and count_final(p.study) == 0
+    nearest = min(trials, key=lambda t: t.user_attrs["params"])  # one limit: the least excess is the fewest params
+    assert p.given_up.startswith("stopped: 4 candidates screened (--screen-limit 4), 0 of 3 trained")
+    assert f"trial {nearest.number} ({nearest.user_attrs['arch_summary']}), breaks params" in p.given_up
+    assert p.given_up.endswith("relax --max-params")
 
 
 def test_a_repeat_of_a_finished_or_running_trial_is_drawn_again(tmp_path, meter):

@@ -13,13 +13,14 @@ from cspnas.tables import print_table
 
 # flags that are SearchSettings fields of the same name (the rest are parsed below), in --help order:
 # what and on which data, [the trials' training], how the search runs
-_DATA_FLAGS = (("--budget", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
+_DATA_FLAGS = (("--budget", int), ("--screen-limit", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
                ("--train-subset", int), ("--image-size", int))
 _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), ("--cpus-per-trial", float),
               ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
               ("--latency-precision", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
-              ("--latency-dtype", str), ("--latency-input-size", int), ("--keep-weights", str), ("--seed", int),
+              ("--latency-dtype", str), ("--latency-input-size", int), ("--latency-model", str),
+              ("--keep-weights", str), ("--seed", int),
               ("--results-dir", str), ("--address", str), ("--latency-node", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
                 ("--lr", float, None), ("--cuda-step", str, None))
@@ -45,6 +46,7 @@ def register(sub) -> None:
                         f"(default {precision}: faster for brief trainings of small models, see README Performance)")
     for flag, kind in _RUN_FLAGS:
         add_setting(p, flag, SearchSettings, type=kind)
+    add_setting(p, "--confirm-latency", SearchSettings, action="store_true")
     p.add_argument("--name", default=None, help="run name (default search-<timestamp>); RUN = results-dir/name")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue an interrupted search to its budget")
     p.add_argument("--no-dashboard", action="store_true", help="don't write RUN/dashboard.html")
@@ -77,7 +79,7 @@ def _settings(args):
         train.update(TRAIN_PRECISIONS[args.train_precision])
     name = args.name or dt.datetime.now().strftime("search-%Y%m%d-%H%M%S")
     return SearchSettings(name=name, constraints=constraints, train=replace(search_training(), **train),
-                          **given(args, "objectives",
+                          **given(args, "objectives", "confirm_latency",
                                   *(flag[2:].replace("-", "_") for flag, _ in _DATA_FLAGS + _RUN_FLAGS)))
 
 

@@ -78,7 +78,7 @@ def _header(run: Run) -> str:
     limits = [f"{name} <= {OBJECTIVES[name].format(limit)}" for name, limit in run.limits.items() if limit is not None]
     lines = [
         "objectives: " + ", ".join(f"{n} ({OBJECTIVES[n].direction})" for n in run.objectives),
-        f"data set {s('dataset', '?')}, {s('epochs', '?')} epochs per trial, budget {s('budget', '?')}, "
+        f"data set {s('dataset', '?')}, {s('epochs', '?')} epochs per trial, budget {s('budget', '?')} trained, "
         f"sampler {s('sampler', '?')}, seed {s('seed', '?')}",
         "constraints: " + (", ".join(limits) or "none"),
         f"latency measured on {lat.get('device', '?')}, batch {lat.get('batch_size', '?')}, "

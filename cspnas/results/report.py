@@ -117,8 +117,9 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
 def totals_line(t: RunTotals) -> str:
     hv = "-" if t.hypervolume is None else f"{t.hypervolume:.4f}"
     extra = "".join(f", {n} {s}" for s, n in (("running", t.running), ("interrupted", t.interrupted)) if n)
-    return (f"{t.trials} trials: {t.complete} complete, {t.infeasible} infeasible, {t.pruned} pruned, "
-            f"{t.failed} failed{extra}; front {t.front_size}; hypervolume {hv}; "
+    trained = t.complete + t.pruned + t.failed
+    return (f"{t.trials} trials: {trained} trained ({t.complete} complete, {t.pruned} pruned, {t.failed} failed), "
+            f"{t.infeasible} infeasible (screened out, untrained){extra}; front {t.front_size}; hypervolume {hv}; "
             f"wall time {format_seconds(t.wall_seconds)}")
 
 

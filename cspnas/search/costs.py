@@ -11,6 +11,7 @@ import optuna
 import torch
 
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
+from cspnas.latency_model.model import LatencyModel
 from cspnas.models import build_model
 from cspnas.search.gate import MeasureGate
 from cspnas.search.measurer import fingerprint_here, fingerprint_id, latency_record
@@ -35,6 +36,8 @@ class CostMeter:
     measurer: Any = None  # a Ray actor handle of cspnas.search.measurer.Measurer
     pause_trainers: bool = True  # the measurer shares cores (or a GPU) with trainers: pause them while timing
     calibration: np.ndarray | None = None  # int8 latency: the training images it is calibrated on
+    predictor: LatencyModel | None = None  # --latency-model: latency predicted from the config, not measured
+    confirm_near_ms: float | None = None  # --confirm-latency: time candidates predicted within the model's error of it
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _here: str | None = None  # fingerprint id of this process, when it times
 
@@ -92,11 +95,34 @@ class CostMeter:
         model = build_model(arch)
         params = count_params(model)
         macs = count_macs(model, in_chs=arch.in_chs, input_size=self.input_size).total
-        lat = self.time(arch, model)
+        if self.predictor is None:
+            latency = self.timed(arch, model)
+        else:
+            predicted = self.predictor.predict_ms(arch)
+            latency = {"latency_ms": predicted, "latency_iqr_ms": None, "latency_runs": 0, "latency_noisy": False,
+                       "latency_backend": {"name": "predicted", "space": self.predictor.valid_for["space"],
+                                           "device": self.predictor.valid_for["fingerprint"].get("cpu")},
+                       "latency_source": "predicted"}
+            if self.confirm_near_ms is not None and abs(predicted / self.confirm_near_ms - 1) <= self.predictor.band:
+                latency = self.timed(arch, model)
+            latency["latency_predicted_ms"] = predicted
         memory = measure_peak_memory(model, replace(self.settings_for(arch), batch_size=1)).activation_bytes
-        return {"params": params, "macs": macs, **lat, "memory_bytes": memory,
+        return {"params": params, "macs": macs, **latency, "memory_bytes": memory,
                 "cost_seconds": time.perf_counter() - start}
+
+    def timed(self, arch: ArchConfig, model: torch.nn.Module | None = None) -> dict[str, Any]:
+        """The ordinary latency measurement (`time`: where the search measures), marked as measured."""
+        lat = self.time(arch, model)
+        return {**lat, "latency_measured_ms": lat["latency_ms"], "latency_source": "measured"}
+
+    def confirm_predicted(self, arch: ArchConfig) -> dict[str, Any]:
+        """--confirm-latency for a candidate costed with a predicted latency: time it now; the measured
+        latency replaces the prediction (in the cache too)."""
+        measured = self.timed(arch)
+        self._cache.get(arch.arch_hash(), {}).update(measured)
+        return measured
 
 
 _KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "latency_backend",
-         "measured_on", "memory_bytes", "cost_seconds")
+         "measured_on", "latency_predicted_ms", "latency_measured_ms", "latency_source", "memory_bytes",
+         "cost_seconds")

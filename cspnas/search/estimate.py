@@ -30,7 +30,7 @@ class CostEstimate:
     epoch_s: float  # the typical candidate: one epoch, training + validation
     epoch_range_s: tuple[float, float]
     trial_s: float  # typical candidate, every epoch
-    search_s: float  # budget x trial / concurrency (infeasible candidates are cheaper: an upper guess)
+    search_s: float  # budget (architectures trained) x trial / concurrency
     epochs: int
     budget: int
     concurrency: int

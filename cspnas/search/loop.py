@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 
 from cspnas import run_format
 from cspnas.cost.onnx_runtime import QuantizationError
-from cspnas.objectives import told_values
-from cspnas.run_format import FINAL_STATES, full_fidelity
+from cspnas.objectives import OBJECTIVES, told_values
+from cspnas.run_format import FINAL_STATES, TRAINED_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
 from cspnas.search.faults import cost_fault, crash_point
 from cspnas.search.interrupt import StopRequest, is_disk_full, tune_stopper
@@ -41,10 +41,17 @@ RESAMPLE_LIMIT = 50
 # front once others were re-timed is re-timed in the next round).
 CONFIRM_PASSES = 5
 CONFIRM_ROUNDS = 3
+# Infeasible candidates in a row that end a search that cannot find feasible ones (with --screen-limit).
+INFEASIBLE_RUN_LIMIT = 500
 
 
 def count_final(study: optuna.Study) -> int:
-    """Trials that used up budget (resume continues from here)."""
+    """Architectures trained: what --budget counts (resume continues from here)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in TRAINED_STATES)
+
+
+def count_screened(study: optuna.Study) -> int:
+    """Candidates screened: trained or found infeasible (what --screen-limit counts)."""
     return sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in FINAL_STATES)
 
 
@@ -92,13 +99,20 @@ class Candidate:
 class Proposer:
     """Sample, cost, constrain; tell what needs no training. No Ray, no files. No proposal repeats
     an architecture that is finished or in flight: such a draw is told as 'resampled' (it uses no
-    budget) and the sampler draws again."""
+    budget) and the sampler draws again. Infeasible candidates use no budget either (it counts
+    architectures trained); `screen_limit` screened candidates, or INFEASIBLE_RUN_LIMIT infeasible
+    ones in a row, end a search that cannot find feasible ones (`given_up` says why)."""
 
     def __init__(self, study: optuna.Study, settings: SearchSettings, space: SearchSpace, meter: CostMeter,
                  in_chs: int, num_classes: int):
         self.study, self.settings, self.space, self.meter = study, settings, space, meter
         self.in_chs, self.num_classes = in_chs, num_classes
         self.asked = count_final(study)  # budget already used (resume)
+        self.screened = count_screened(study)
+        self.infeasible_run = 0  # infeasible candidates in a row
+        self.nearest: tuple[float, int, str, list[str], list[str]] | None = None  # least excess:
+        #   (excess, trial, arch summary, violations, the flags of the limits it breaks)
+        self.given_up: str | None = None  # why screening stopped before the budget was trained
         self.told: list[int] = []  # trials told since the caller last cleared it
         self.exhausted = False  # RESAMPLE_LIMIT draws in a row repeated tried architectures
         self._tried: dict[str, int] | None = None  # arch hash -> trial, of finished and running trials
@@ -111,6 +125,10 @@ class Proposer:
                            and (t.user_attrs.get("status") in FINAL_STATES or t.state == TrialState.RUNNING)}
         repeats = 0
         while self.asked < self.settings.budget:
+            if self.given_up is None:
+                self.given_up = self._give_up()
+            if self.given_up is not None:
+                return None
             trial = self.study.ask()
             arch = self.space.sample(trial, in_chs=self.in_chs, num_classes=self.num_classes)
             earlier = self._tried.get(arch.arch_hash())
@@ -122,11 +140,27 @@ class Proposer:
                     return None
                 continue
             self._tried[arch.arch_hash()] = trial.number
-            self.asked += 1
+            self.screened += 1
             candidate = self._consider(trial, arch)
             if candidate is not None:
+                self.asked += 1
+                self.infeasible_run = 0
                 return candidate
+            self.infeasible_run += 1
         return None
+
+    def _give_up(self) -> str | None:
+        """The one line that ends a search that keeps finding only infeasible candidates, or None."""
+        limit = self.settings.screen_limit or 50 * self.settings.budget
+        if self.screened < limit and self.infeasible_run < INFEASIBLE_RUN_LIMIT:
+            return None
+        why = (f"{self.screened} candidates screened (--screen-limit {limit})" if self.screened >= limit
+               else f"{self.infeasible_run} infeasible candidates in a row")
+        near = ""
+        if self.nearest is not None:
+            _, number, summary, violations, flags = self.nearest
+            near = f"; the nearest, trial {number} ({summary}), breaks {', '.join(violations)}: relax {' and '.join(flags)}"
+        return f"stopped: {why}, {self.asked} of {self.settings.budget} trained{near}"
 
     def _resampled(self, trial: optuna.Trial, arch, earlier: int) -> None:
         for key, value in (("arch_hash", arch.arch_hash()), ("arch_summary", arch.summary()),
@@ -155,6 +189,10 @@ class Proposer:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if violations:
+            excess = max(values.values())
+            if self.nearest is None or excess < self.nearest[0]:
+                flags = [OBJECTIVES[name].flag for name, value in values.items() if value > 0]
+                self.nearest = (excess, trial.number, arch.summary(), violations, flags)
             self.tell(trial, "infeasible", accuracy=0.0)
             return None
         return Candidate(trial, attrs["arch"])
@@ -252,6 +290,8 @@ class SearchLoop:
                         raise
                     self.disk_full = _first_line(e)
                 self._interrupt_running()
+            if self.proposer.given_up is not None:
+                self.progress.log(self.proposer.given_up)
             if not self.stopping:
                 self._confirm_front()
             if self.proposer.exhausted:
@@ -359,10 +399,30 @@ class SearchLoop:
                 trial.set_user_attr("weights", result["weights"])
             if result.get("val_acc_int8") is not None:
                 trial.set_user_attr("val_acc_int8", float(result["val_acc_int8"]))
-            tell(trial, "complete", accuracy=float(result["val_acc"]))
+            confirmed_ok = self._confirm_latency(trial, float(result["val_acc"]))
+            tell(trial, "complete" if confirmed_ok else "infeasible", accuracy=float(result["val_acc"]))
         else:  # stopped by the scheduler: a low-fidelity result, not a point for the front
             tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)")
         self.refresh()
+
+    def _confirm_latency(self, trial: optuna.Trial, accuracy: float) -> bool:
+        """--confirm-latency: a trial about to join the front with a predicted latency is timed now and
+        the measured latency wins (also in its constraint values). False if it then breaks a limit."""
+        a = trial.user_attrs
+        if not self.settings.confirm_latency or a.get("latency_source") != "predicted" \
+                or _dominated({**a, "accuracy": accuracy}, self.front, self.settings.objectives):
+            return True
+        from cspnas.space import ArchConfig
+
+        measured = self.proposer.meter.confirm_predicted(ArchConfig.from_json(a["arch"]))
+        for key, value in measured.items():
+            trial.set_user_attr(key, value)
+        values, violations = self.settings.constraints.check({**a, **measured})
+        for key, value in values.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("feasible", not violations)
+        trial.set_user_attr("violations", violations)
+        return not violations
 
     # -- tables, dashboard, status line -----------------------------------------------------------
     def refresh(self, started: bool = False) -> None:
@@ -410,7 +470,7 @@ class SearchLoop:
         trials, now = self.trials, time.monotonic()
         states = trials["state"].value_counts().to_dict() if len(trials) else {}
         complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
-        done = sum(states.get(k, 0) for k in FINAL_STATES)
+        done = sum(states.get(k, 0) for k in TRAINED_STATES)
         running = tuple(Running(self.running[k].number, epochs, now - started)
                         for k, (started, epochs, _) in self._training.items() if k in self.running)
         # training seconds per epoch: trials that trained (twins copy theirs), then the running ones
@@ -420,7 +480,7 @@ class SearchLoop:
         epochs = int(trained["epochs_done"].sum()) if len(trials) else 0
         for _, e, s in self._training.values():
             seconds, epochs = seconds + s, epochs + e
-        untrained = states.get("infeasible", 0) + (int(trials["duplicate_of"].notna().sum()) if len(trials) else 0)
+        untrained = int(trials[trials["state"].isin(TRAINED_STATES)]["duplicate_of"].notna().sum()) if len(trials) else 0
         return Status(done=done, budget=self.settings.budget, running=running,
                       infeasible=states.get("infeasible", 0), failed=states.get("failed", 0),
                       pruned=states.get("pruned", 0), best_accuracy=float(max(complete)) if len(complete) else None,
@@ -428,6 +488,22 @@ class SearchLoop:
                       epochs=self.settings.train.epochs, epoch_seconds=seconds / epochs if epochs else None,
                       trained_share=(done - untrained) / done if done else 1.0,
                       concurrency=self.settings.concurrency)
+
+
+def _dominated(row: dict[str, Any], front, objectives) -> bool:
+    """Whether a front member is at least as good as `row` in every objective and better in one."""
+    from cspnas.objectives import OBJECTIVES
+
+    if front is None or not len(front):
+        return False
+    specs = [OBJECTIVES[n] for n in objectives]
+    sign = {s.column: (-1.0 if s.direction == "max" else 1.0) for s in specs}  # as minimisation
+    mine = {c: sign[c] * float(row[c]) for c in sign}
+    for other in front.to_dict(orient="records"):
+        theirs = {c: sign[c] * float(other[c]) for c in sign}
+        if all(theirs[c] <= mine[c] for c in sign) and any(theirs[c] < mine[c] for c in sign):
+            return True
+    return False
 
 
 def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:

@@ -91,7 +91,8 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
     def latency_of(arch: ArchConfig) -> float:
         key = arch.arch_hash()
         if key not in latencies:
-            latencies[key] = meter.time(arch)["latency_ms"]  # where the search measures (its measurer)
+            latencies[key] = (meter.predictor.predict_ms(arch) if meter.predictor is not None  # --latency-model
+                              else meter.time(arch)["latency_ms"])  # where the search measures (its measurer)
         return latencies[key]
 
     def exact_macs(arch: ArchConfig) -> int:

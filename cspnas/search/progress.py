@@ -1,10 +1,9 @@
 """Live search status: a rich status line on a terminal, plain lines in a log.
 
-The line shows each running trial's epoch progress. The ETA counts training, not candidates:
-infeasible candidates cost no training, so they are no progress; it is the epochs still to
-train (those of the running trials, plus the remaining budget times the share of candidates
-that needed training so far) times the seconds per epoch seen so far, spread over the
-concurrent trials. Until a first epoch has finished there is no ETA, rather than a wrong one.
+The line shows each running trial's epoch progress. The budget counts architectures trained;
+infeasible candidates are screened out without training and shown apart. The ETA is the epochs
+still to train (those of the running trials, plus the remaining budget) times the seconds per
+epoch seen so far, spread over the concurrent trials. Until a first epoch has finished there is no ETA, rather than a wrong one.
 """
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ class Status:
     elapsed_s: float
     epochs: int = 1  # per trial
     epoch_seconds: float | None = None  # mean training seconds per epoch so far; None before the first
-    trained_share: float = 1.0  # of the finished candidates, the share that needed training
+    trained_share: float = 1.0  # of the trained-state candidates, the share that needed training (twins did not)
     concurrency: int = 1
 
     def eta_s(self) -> float | None:
@@ -62,7 +61,7 @@ class Status:
         running = f"running {len(self.running)}" + ("".join(
             f"{':' if i == 0 else ','} #{r.trial} epoch {r.epochs_done}/{self.epochs} {_dur(r.seconds)}"
             for i, r in enumerate(self.running)))
-        return (f"{self.done}/{self.budget} done | {running} | infeasible {self.infeasible} | "
+        return (f"{self.done}/{self.budget} trained | {running} | infeasible {self.infeasible} | "
                 f"failed {self.failed} | pruned {self.pruned} | best acc {best} | front {self.front_size} | "
                 f"HV {self.hypervolume:.4f} | elapsed {_dur(self.elapsed_s)} | ETA {_dur(eta) if eta is not None else '-'}")
 

@@ -18,7 +18,7 @@ from cspnas.study_db import check_study_db, trial_counts
 # Settings a resume may change (leaf names, so they hold however the settings are nested);
 # every other setting defines the search.
 # (latency_node too: the measurer's fingerprint is checked instead, cspnas.search.measurer)
-CHANGEABLE = frozenset({"budget", "concurrency", "address", "cpus_per_trial", "gpus_per_trial",
+CHANGEABLE = frozenset({"budget", "screen_limit", "concurrency", "address", "cpus_per_trial", "gpus_per_trial",
                         "trials_per_gpu", "latency_node"})
 # Not settings of the search but of where it is: a resume names RUN instead.
 LOCATION = frozenset({"name", "results_dir"})
@@ -86,14 +86,14 @@ def _nested_copy(d: dict[str, Any]) -> dict[str, Any]:
 def check_resume(run_dir: Path, given: dict[str, Any]) -> tuple[dict, dict, int, int]:
     """Everything a resume must pass before it touches RUN: the run's config, a sound study.db,
     the flags. Returns (config with the changes applied, the changes, budget used, trials in the study)."""
-    from cspnas.run_format import FINAL_STATES, STUDY, read_config
+    from cspnas.run_format import STUDY, TRAINED_STATES, read_config
     from cspnas.search.settings import SearchSettings
 
     config = read_config(run_dir)
     if not (run_dir / STUDY).is_file():
         raise CspnasError(f"{run_dir}: study.db is missing, nothing to resume; start a new run with another --name")
     check_study_db(run_dir / STUDY)
-    used, trials = trial_counts(run_dir / STUDY, FINAL_STATES)
+    used, trials = trial_counts(run_dir / STUDY, TRAINED_STATES)
     # compared in today's layout: a run of cspnas <= 0.1.0 recorded the trials' training flat
     recorded = SearchSettings.from_dict(config["settings"]).to_dict()
     config["settings"], changed = resume_settings(run_dir, recorded, given, used)

@@ -174,7 +174,9 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
 
         calibration = calibration_batch(data, latency.calibration_images, latency.calibration_seed, input_size)
     meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size, calibration=calibration,
-                      pause_trainers=not settings.latency_node and (not cores or same_gpu))
+                      pause_trainers=not settings.latency_node and (not cores or same_gpu),
+                      predictor=_latency_model(settings, space, latency),
+                      confirm_near_ms=settings.constraints.max_latency_ms if settings.confirm_latency else None)
 
     def measurer():
         start_ray(settings, reserved=len(cores))  # joined already: a no-op
@@ -237,6 +239,27 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                               f"`cspnas search --resume {run_dir}` (the trial it hit is re-queued)")
     return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.front, hypervolume=loop.hypervolume,
                          wall_seconds=time.monotonic() - t0)
+
+
+def _latency_model(settings: SearchSettings, space: SearchSpace, latency: LatencySettings):
+    """--latency-model: the model, refused in one line if it was fitted for another space or latency
+    setting, or (with --confirm-latency, which measures here) for another device."""
+    if settings.latency_model is None:
+        return None
+    from cspnas.latency_model.model import load_model
+    from cspnas.latency_model.profile import compare_fingerprints, fingerprint, space_id
+
+    model = load_model(settings.latency_model)
+    try:
+        warnings = model.applies_to(space_id(space), latency.to_dict())
+        if settings.confirm_latency:
+            warnings += compare_fingerprints(model.valid_for["fingerprint"], fingerprint(latency),
+                                             "--confirm-latency: the latency model")
+    except CspnasError as e:
+        raise CspnasError(f"--latency-model {settings.latency_model}: {e}") from None
+    for line in warnings:
+        print(f"warning: --latency-model {settings.latency_model}: {line}", file=sys.stderr, flush=True)
+    return model
 
 
 def _print_estimate(space, data, settings: SearchSettings, train_device: str) -> None:

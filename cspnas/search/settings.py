@@ -66,7 +66,9 @@ class SearchSettings:
     data_dir: str | None = _setting(None, "where the data set's files are (folder: train/ and val/ or test/)")
     val_fraction: float = _setting(0.1, "share of the training data held out for validation")
     train_subset: int | None = _setting(None, "train on a stratified subset of N images")
-    budget: int = _setting(50, "architectures to evaluate, infeasible ones included")
+    budget: int = _setting(50, "architectures to train (infeasible candidates are screened out and use none)")
+    screen_limit: int | None = _setting(None, "candidates screened at most, infeasible ones included, before a search "
+                                              "that finds too few feasible ones stops (default 50 x budget)")
     train: TrainConfig = _setting(default_factory=search_training, help="brief training of every trial")
     evaluator: str = _setting(DEFAULT_EVALUATOR, "how a candidate is scored (cspnas.search.evaluators)")
     concurrency: int = _setting(2, "trials trained at once")
@@ -94,6 +96,10 @@ class SearchSettings:
     latency_dtype: str = _setting(LatencySettings.dtype, "float32 | bfloat16 | float16 (cuda)")
     latency_input_size: int | None = _setting(None, "input side of the latency measurement "
                                                     "(default: the training image size)")
+    latency_model: str | None = _setting(None, "a latency model (`cspnas latency fit`): latency is predicted from "
+                                               "the architecture, for the model's device, not measured here")
+    confirm_latency: bool = _setting(False, "with --latency-model: time front members and candidates near "
+                                            "--target-latency on this machine (the model's device); measured wins")
     # shorter than LatencySettings' 0.2 s: every candidate is timed while all training waits
     latency_min_run_time_s: float = _setting(0.1, "timing budget per candidate, in seconds")
     image_size: int | None = _setting(None, "train and measure at N x N pixels, images resized once at load "
@@ -117,6 +123,7 @@ class SearchSettings:
             (self.latency_precision != "int8" or self.latency_backend == "onnxruntime",
              "--latency-precision int8 is ONNX Runtime's quantization; add --latency-backend onnxruntime"),
             (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
+            (self.screen_limit is None or self.screen_limit >= 1, f"--screen-limit must be >= 1, got {self.screen_limit}"),
             (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
@@ -130,6 +137,8 @@ class SearchSettings:
             (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
             (not self.latency_node or bool(self.address), f"--latency-node {self.latency_node} needs --address: the "
              "node is one of the Ray cluster the search joins"),
+            (self.latency_model is not None or not self.confirm_latency,
+             "--confirm-latency confirms a --latency-model's predictions; give --latency-model MODEL.json too"),
             (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              f"--name must be a plain directory name, got {self.name!r}"),
         ]

@@ -45,7 +45,28 @@ class Footprint:
 
 def footprint(arch: ArchConfig, input_size: int) -> Footprint:
     """Parameters and feature-map sizes of `arch` on square `input_size` inputs, from the config alone."""
-    acc = _Tally()
+    acc = layer_plan(arch, input_size)
+    return Footprint(params=acc.params, input=arch.in_chs * input_size * input_size, activations=acc.activations,
+                     largest_map=acc.largest)
+
+
+@dataclass(frozen=True)
+class ConvOp:
+    """One conv + norm + activation of the plan; `stage` -1 is the stem."""
+
+    cin: int
+    cout: int
+    kernel: int
+    out_size: int  # output side length
+    groups: int
+    stage: int
+
+
+def layer_plan(arch: ArchConfig, input_size: int) -> LayerPlan:
+    """The walk behind `footprint`: params, maps, and every conv (`convs`), join (`joins`: values of a
+    sum or concatenation, by stage) and squeeze-excite (`se`) the forward pass runs, from the config alone
+    (cspnas.latency_model reads its features from here)."""
+    acc = LayerPlan()
     size = input_size
     prev = arch.in_chs
     stem = arch.stem
@@ -55,18 +76,24 @@ def footprint(arch: ArchConfig, input_size: int) -> Footprint:
     if stem.pool:
         size = (size - 1) // 2 + 1
         acc.map(prev * size * size)
-    for s in arch.stages:
+    for i, s in enumerate(arch.stages):
+        acc.stage = i
         size = _stage(acc, s, prev, size)
         prev = s.out_chs
     acc.params += prev * arch.num_classes + arch.num_classes  # the linear head
     acc.map(prev + arch.num_classes)
-    return Footprint(params=acc.params, input=arch.in_chs * input_size * input_size, activations=acc.activations,
-                     largest_map=acc.largest)
+    return acc
 
 
-class _Tally:
+class LayerPlan:
+    """Running totals of the walk (params, activations, the largest map) and the ops it passed."""
+
     def __init__(self) -> None:
         self.params = self.activations = self.largest = 0
+        self.stage = -1
+        self.convs: list[ConvOp] = []
+        self.joins: list[tuple[int, int]] = []  # (stage, values)
+        self.se: list[tuple[int, int]] = []  # (stage, values it scales)
 
     def map(self, values: int) -> None:
         self.activations += values
@@ -78,10 +105,15 @@ class _Tally:
         out = (size + 2 * pad - k) // stride + 1
         self.params += cin // groups * cout * k * k + 2 * cout
         self.map(cout * out * out)
+        self.convs.append(ConvOp(cin, cout, k, out, groups, self.stage))
         return out
 
+    def join(self, values: int) -> None:
+        self.map(values)
+        self.joins.append((self.stage, values))
 
-def _stage(acc: _Tally, s, in_chs: int, size: int) -> int:
+
+def _stage(acc: LayerPlan, s, in_chs: int, size: int) -> int:
     plan = stage_channels(s, in_chs)
     if plan.down_chs:
         size = acc.conv(in_chs, plan.down_chs, 3, size, s.stride, s.groups)
@@ -98,9 +130,10 @@ def _stage(acc: _Tally, s, in_chs: int, size: int) -> int:
                 rd = max(8, int(mid * s.se_ratio + 4) // 8 * 8)
                 acc.params += 2 * mid * rd + rd + mid
                 acc.map(mid * area)
+                acc.se.append((acc.stage, mid * area))
         if kind.width == "residual" and cin != cout:
             acc.conv(cin, cout, 1, size)  # projection shortcut
-        acc.map(cout * area)  # the sum (residual) or the concatenation (dense)
+        acc.join(cout * area)  # the sum (residual) or the concatenation (dense)
     last = plan.block_out[-1]
     if not STAGE_KINDS[s.stage_type].split:
         if last != s.out_chs:
@@ -110,7 +143,7 @@ def _stage(acc: _Tally, s, in_chs: int, size: int) -> int:
     if stage.transition_b:
         acc.conv(last, plan.out_b_chs, 1, size)
     fused = (plan.out_b_chs if stage.transition_b else last) + plan.skip_chs
-    acc.map(fused * area)  # the concatenation
+    acc.join(fused * area)  # the concatenation
     if stage.transition:
         acc.conv(fused, s.out_chs, 1, size)
     return size

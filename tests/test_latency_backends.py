@@ -86,7 +86,8 @@ def test_cli_refuses_bad_precision_and_writes_nothing(tmp_path):
                          "onnxruntime latency backend"),
                         (("inspect", "cspdarknet53", "--backend", "onnxruntime", "--precision", "int4"),
                          "unknown latency precision"),
-                        (("search", "--name", "r", "--results-dir", "res", "--latency-precision", "int8"),
+                        (("search", "--name", "r", "--results-dir", "res", "--latency-backend", "torch",
+                          "--latency-precision", "int8"),
                          "--latency-precision int8 is ONNX Runtime's quantization; add --latency-backend"),
                         (("search", "--name", "r", "--results-dir", "res", "--latency-backend", "tflite"),
                          "unknown latency backend 'tflite'")):

@@ -131,7 +131,7 @@ def test_meter_predicts_latency_without_timing_and_times_candidates_near_the_lim
     timed = near.measure(arch)
     assert timed["latency_source"] == "measured" and timed["latency_runs"] > 0
     assert timed["latency_ms"] == timed["latency_measured_ms"] and timed["latency_predicted_ms"] == cost["latency_ms"]
-    confirmed = meter.confirm(arch)  # a front member: timed, and the cache now holds the measured value
+    confirmed = meter.confirm_predicted(arch)  # a front member: timed, and the cache now holds the measured value
     assert meter.measure(arch)["latency_ms"] == confirmed["latency_ms"] and confirmed["latency_source"] == "measured"
 
 
@@ -144,7 +144,7 @@ def test_search_refuses_a_model_for_another_input_size_before_writing_anything(p
     with pytest.raises(CspnasError, match="--confirm-latency confirms a --latency-model"):
         SearchSettings(name="x", confirm_latency=True)
     settings = SearchSettings(name="x", results_dir=str(tmp_path), budget=1, image_size=16,
-                              latency_model=str(folder / "model.json"))
+                              latency_backend="torch", latency_model=str(folder / "model.json"))
     with pytest.raises(CspnasError, match=r"model.json: latency model is for input_size 8, the search uses 16"):
         run_search(settings, live=False)
     assert not (tmp_path / "x").exists()

@@ -5,15 +5,17 @@ cost, set the constraint values on the trial *before* any tell, and tell at once
 training (infeasible candidates; repeats of a tried architecture, which are drawn again). `SearchLoop` drives it from Ray
 Tune through the thin adapter in `searcher.py`: it hands proposals to Tune, records epochs and
 final results (a trial the scheduler stopped early is PRUNED, never a COMPLETE point with a
-truncated accuracy; failures are FAIL with their reason), and refreshes the tables, the live
-dashboard and the status line after every change. All state is in study.db, so a resumed
-search rebuilds the loop from the study alone.
+truncated accuracy; failures are FAIL with their reason), and records every change in the tables
+(`run_format.LiveTables`: a row appended per change, so the cost per trial does not grow with the
+study), the live dashboard and the status line. All state is in study.db, so a resumed search
+rebuilds the loop and the tables from the study alone.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -49,14 +51,19 @@ def _live_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna
     return optuna.Trial(study, frozen._trial_id)
 
 
-def interrupt(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+def interrupt(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
     """Close a trial the search stopped mid-training as 'interrupted': it uses no budget, and the
     next resume re-queues its architecture once (`interrupted_to_failed`)."""
     again = "requeued_from" not in attrs  # a re-queued trial interrupted again is not re-queued forever
     trial.set_user_attr("status", "interrupted")
     trial.set_user_attr("failure_reason", "interrupted: the search stopped mid-trial; " +
                         ("re-queued on resume" if again else "interrupted twice, not re-queued again"))
-    study.tell(trial, state=TrialState.FAIL)
+    return study.tell(trial, state=TrialState.FAIL)
+
+
+def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """A trial's record as of now, read by id (O(1); `study.get_trials` reads the whole study)."""
+    return trial.storage.get_trial(trial._trial_id)
 
 
 def interrupted_to_failed(study: optuna.Study) -> list[int]:
@@ -93,7 +100,7 @@ class Proposer:
         self.study, self.settings, self.space, self.meter = study, settings, space, meter
         self.in_chs, self.num_classes = in_chs, num_classes
         self.asked = count_final(study)  # budget already used (resume)
-        self.told: list[int] = []  # trials told since the caller last cleared it
+        self.told: list[optuna.trial.FrozenTrial] = []  # trials told since the caller last cleared it
         self.exhausted = False  # RESAMPLE_LIMIT draws in a row repeated tried architectures
         self._tried: dict[str, int] | None = None  # arch hash -> trial, of finished and running trials
 
@@ -153,12 +160,13 @@ class Proposer:
             trial.set_user_attr("failure_reason", reason)
         if status in ("complete", "infeasible"):
             trial.set_user_attr("accuracy", float(accuracy))
-            self.study.tell(trial, told_values(self.settings.objectives, trial.user_attrs), state=TrialState.COMPLETE)
+            told = self.study.tell(trial, told_values(self.settings.objectives, trial.user_attrs),
+                                   state=TrialState.COMPLETE)
         elif status == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
+            told = self.study.tell(trial, state=TrialState.PRUNED)
         else:
-            self.study.tell(trial, state=TrialState.FAIL)
-        self.told.append(trial.number)
+            told = self.study.tell(trial, state=TrialState.FAIL)
+        self.told.append(told)
         crash_point("trial_told")
 
 
@@ -178,12 +186,25 @@ class SearchLoop:
         self._training: dict[str, tuple[float, int, float]] = {}  # Ray trial id -> (started, epochs, seconds)
         self.closed: list[int] = []
         self.progress = Progress(live=live)
-        self.trials = self.front = None
-        self.hypervolume = 0.0
-        self._last_tables = self._last_dashboard = 0.0
+        self.tables = run_format.LiveTables(run_dir, config, settings.keep_weights)
+        self._tally = _Tally()
+        self._last_dashboard, self._dashboard_every = 0.0, 15.0
         self.stop: StopRequest | None = None  # Ctrl-C / SIGTERM; set by the caller around run()
         self.disk_full: str | None = None  # why the disk-full stop happened
         self.on_trial_start: Callable[[], None] = lambda: None  # e.g. record the Ray processes now running
+
+    @property
+    def trials(self):
+        """The trials table (one row per trial; built from memory, O(study): for the end of a search)."""
+        return self.tables.frame()
+
+    @property
+    def front(self):
+        return self.tables.front
+
+    @property
+    def hypervolume(self) -> float:
+        return self.tables.hypervolume
 
     @property
     def stopping(self) -> bool:
@@ -214,7 +235,7 @@ class SearchLoop:
         with self.progress:
             if self.closed:
                 self.progress.log(f"resume: trial(s) {self.closed} were interrupted; their architectures are re-queued")
-            self.refresh()
+            self.refresh(rebuild=True)
             if count_final(self.study) < self.settings.budget:
                 if self.proposer.meter.gate is not None:
                     self.proposer.meter.gate.allow_training()
@@ -248,7 +269,7 @@ class SearchLoop:
         """Trials Tune stopped because the search was asked to stop: interrupted, re-queued once."""
         for key, trial in list(self.running.items()):
             try:
-                interrupt(self.study, trial, trial.user_attrs)
+                self.proposer.told.append(interrupt(self.study, trial, trial.user_attrs))
             except Exception as e:  # a full disk: left RUNNING, the next resume closes it the same way
                 if not is_disk_full(e):
                     raise
@@ -259,7 +280,7 @@ class SearchLoop:
         crash_point("finishing")
         if self.stopping:  # rewrite the live dashboard now: with no trial running it stops reloading itself
             self._last_dashboard = 0.0
-        self.refresh()
+        self.refresh(rebuild=True)
 
     # -- what the Ray adapter forwards ------------------------------------------------------------
     def start(self, key: str) -> dict[str, Any] | None:
@@ -268,14 +289,13 @@ class SearchLoop:
         if self.stopping:
             return None
         candidate = self.proposer.propose()
-        if self.proposer.told:
-            self.refresh()
         if candidate is None:
+            self.refresh()
             return None
         self.running[key] = candidate.trial
         self._training[key] = (time.monotonic(), 0, 0.0)
         self.on_trial_start()
-        self.refresh(started=True)
+        self.refresh(_frozen(candidate.trial))
         crash_point("trial_started")
         return {"trial": candidate.trial.number, "arch": candidate.arch_json, **self.trial_spec}
 
@@ -306,9 +326,9 @@ class SearchLoop:
         reason = str(result.get("failure_reason", ""))
         if status == "failed" and is_disk_full(reason):  # the trial is not at fault: stop, re-queue it
             self.disk_full = reason
-            interrupt(self.study, trial, trial.user_attrs)
+            self.proposer.told.append(interrupt(self.study, trial, trial.user_attrs))
         elif self.stopping and not (status == "complete" and full_fidelity(epochs_done, self.settings.train.epochs)):
-            interrupt(self.study, trial, trial.user_attrs)  # its worker saw the Ctrl-C too
+            self.proposer.told.append(interrupt(self.study, trial, trial.user_attrs))  # its worker saw the Ctrl-C too
         elif error:
             tell(trial, "failed", reason="the trial's worker process crashed or was lost (see Ray logs)")
         elif status == "failed":
@@ -322,82 +342,90 @@ class SearchLoop:
         self.refresh()
 
     # -- tables, dashboard, status line -----------------------------------------------------------
-    def refresh(self, started: bool = False) -> None:
-        """Rewrite the tables from the study (a start alone only moves the status line, at most
-        every 2 s), prune weights off the front, keep the live dashboard current."""
+    def refresh(self, *changed: optuna.trial.FrozenTrial, rebuild: bool = False) -> None:
+        """Record the trials told since the last call (and `changed`) in the tables, a row each, or
+        rebuild both tables from the study (start, finish); keep the live dashboard current."""
+        changed = (*self.proposer.told, *changed)
         self.proposer.told.clear()
-        if not (started and self.trials is not None and time.monotonic() - self._last_tables < 2.0):
-            self._last_tables = time.monotonic()
-            try:
-                self._write_tables()
-            except Exception as e:  # called from Ray's callbacks: a full disk stops the search, not Ray
-                if not is_disk_full(e):
-                    raise
-                self.disk_full = self.disk_full or _first_line(e)  # study.db has it all; resume rewrites the tables
-                return
-            if self.dashboard:
-                self._refresh_dashboard()
+        try:
+            if rebuild:
+                self.tables.rebuild(self.study)
+                self._tally = _Tally(self.tables.rows.values())
+            for trial in changed:
+                old = self.tables.rows.get(trial.number)
+                self._tally.replace(old, self.tables.update(trial))
+        except Exception as e:  # called from Ray's callbacks: a full disk stops the search, not Ray
+            if not is_disk_full(e):
+                raise
+            self.disk_full = self.disk_full or _first_line(e)  # study.db has it all; resume rewrites the tables
+            return
+        if self.dashboard:
+            self._refresh_dashboard()
         self.progress.update(self.status())
 
-    def _write_tables(self) -> None:
-        """trials.csv and pareto.csv from the study (pruning weights off the front first)."""
-        while True:
-            trials = run_format.trials_frame(self.study, self.config, self.run_dir)
-            front, hv = run_format.pareto_frame(trials, self.config)
-            if not _prune_weights(self.run_dir, trials, front, self.settings.keep_weights):
-                break
-        run_format.write_csv_atomic(trials, self.run_dir / run_format.TRIALS)
-        crash_point("between_tables")
-        run_format.write_csv_atomic(front, self.run_dir / run_format.PARETO)
-        self.trials, self.front, self.hypervolume = trials, front, hv
-
-    def _refresh_dashboard(self, every_s: float = 15.0) -> None:
-        """Keep RUN/dashboard.html current while searching (cheap version: no importance fit)."""
-        if not len(self.trials) or time.monotonic() - self._last_dashboard < every_s:
+    def _refresh_dashboard(self) -> None:
+        """Keep RUN/dashboard.html current while searching (cheap version: no importance fit). It reads
+        and plots the whole run, so it is rewritten at most every 15 s, and less often when it is slow
+        (at most 5% of the driver's time)."""
+        if not self.tables.rows or time.monotonic() - self._last_dashboard < self._dashboard_every:
             return
-        self._last_dashboard = time.monotonic()
         from cspnas.results.dashboard import write_dashboard
 
+        started = time.monotonic()
         try:
             write_dashboard(self.run_dir, importance=False)
         except Exception as e:  # a plotting problem must never stop a search
             log.warning("dashboard refresh failed: %s", e)
+        self._last_dashboard = time.monotonic()
+        self._dashboard_every = max(15.0, 20 * (self._last_dashboard - started))
 
     def status(self) -> Status:
-        trials, now = self.trials, time.monotonic()
-        states = trials["state"].value_counts().to_dict() if len(trials) else {}
-        complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
-        done = sum(states.get(k, 0) for k in FINAL_STATES)
+        tally, now = self._tally, time.monotonic()
+        done = sum(tally.states[k] for k in FINAL_STATES)
         running = tuple(Running(self.running[k].number, epochs, now - started)
                         for k, (started, epochs, _) in self._training.items() if k in self.running)
-        # training seconds per epoch: trials that trained (twins copy theirs), then the running ones
-        trained = trials[trials["state"].isin(FINAL_STATES) & (trials["epochs_done"] > 0)
-                         & trials["duplicate_of"].isna()] if len(trials) else trials
-        seconds = float(trained["train_seconds"].fillna(0).sum()) if len(trials) else 0.0
-        epochs = int(trained["epochs_done"].sum()) if len(trials) else 0
+        seconds, epochs = tally.seconds, tally.epochs  # trials that trained, then the running ones
         for _, e, s in self._training.values():
             seconds, epochs = seconds + s, epochs + e
-        untrained = states.get("infeasible", 0) + (int(trials["duplicate_of"].notna().sum()) if len(trials) else 0)
         return Status(done=done, budget=self.settings.budget, running=running,
-                      infeasible=states.get("infeasible", 0), failed=states.get("failed", 0),
-                      pruned=states.get("pruned", 0), best_accuracy=float(max(complete)) if len(complete) else None,
+                      infeasible=tally.states["infeasible"], failed=tally.states["failed"],
+                      pruned=tally.states["pruned"], best_accuracy=tally.best_accuracy,
                       front_size=len(self.front), hypervolume=self.hypervolume, elapsed_s=now - self.t0,
                       epochs=self.settings.train.epochs, epoch_seconds=seconds / epochs if epochs else None,
-                      trained_share=(done - untrained) / done if done else 1.0,
+                      trained_share=(done - tally.untrained) / done if done else 1.0,
                       concurrency=self.settings.concurrency)
 
 
-def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:
-    """Keep weights of front members only (unless --keep-weights all), so disks don't fill up."""
-    if keep == "all" or trials is None or not len(trials):
-        return False
-    keep_paths = set(front["weights"].dropna()) if keep == "front" and len(front) else set()
-    finished = trials[trials["state"].isin(["complete", "pruned", "failed"])]
-    pruned = False
-    for rel in set(finished["weights"].dropna()) - keep_paths - {""}:
-        (run_dir / rel).unlink(missing_ok=True)
-        pruned = True
-    return pruned
+class _Tally:
+    """What the status line counts over the trials table, kept up to date a row at a time (a row
+    replaced subtracts the old one) instead of recounted after every trial."""
+
+    def __init__(self, rows=()):
+        self.states: Counter[str] = Counter()
+        self.seconds, self.epochs, self.untrained = 0.0, 0, 0  # training seconds and epochs done; untrained
+        self.best_accuracy: float | None = None
+        for row in rows:
+            self.replace(None, row)
+
+    def replace(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        for row, sign in ((old, -1), (new, 1)):
+            if row is None:
+                continue
+            self.states[row["state"]] += sign
+            if row["state"] not in FINAL_STATES:
+                continue
+            twin = _present(row.get("duplicate_of"))
+            if row["state"] == "infeasible" or twin:  # finished without training
+                self.untrained += sign
+            elif (row.get("epochs_done") or 0) > 0:
+                self.seconds += sign * (row["train_seconds"] if _present(row.get("train_seconds")) else 0.0)
+                self.epochs += sign * row["epochs_done"]
+        if new["state"] == "complete" and _present(new.get("accuracy")):  # a trial's accuracy never changes
+            self.best_accuracy = max(self.best_accuracy or 0.0, float(new["accuracy"]))
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value == value  # NaN != NaN
 
 
 def _first_line(e: BaseException) -> str:

@@ -280,8 +280,17 @@ class LiveTables:
         self.run_dir, self.config, self.keep = run_dir, config, keep
         self.rows: dict[int, dict[str, Any]] = {}  # trial -> its current row
         self.columns: list[str] = list(TRIAL_COLUMNS)
-        self.front = pd.DataFrame(columns=PARETO_COLUMNS)
         self.hypervolume = 0.0
+        objectives = objectives_of(config)
+        self._columns = [o.column for o in objectives]
+        self._signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in objectives])
+        self._set_front(pd.DataFrame(columns=PARETO_COLUMNS))
+
+    def _set_front(self, front: pd.DataFrame) -> None:
+        """The front, and what the per-trial check needs of it as plain arrays (pandas is slow per call)."""
+        self.front = front
+        self.front_trials: list[int] = [int(t) for t in front["trial"]]
+        self._front_points = front[self._columns].to_numpy(dtype=float).reshape(-1, len(self._columns)) * self._signs
 
     def frame(self) -> pd.DataFrame:
         """The trials table, one row per trial in trial order (O(study): for the end of a search)."""
@@ -289,8 +298,9 @@ class LiveTables:
 
     def rebuild(self, study) -> None:
         rows = trial_rows(study, self.config, self.run_dir)
-        self.front, self.hypervolume = pareto_frame(rows_frame(rows), self.config)
-        kept = set(self.front["trial"])
+        front, self.hypervolume = pareto_frame(rows_frame(rows), self.config)
+        self._set_front(front)
+        kept = set(self.front_trials)
         for row in rows:
             self._prune(row, kept)
         self.rows = {row["trial"]: row for row in rows}
@@ -307,18 +317,19 @@ class LiveTables:
         self.rows[number] = row
         changed, front_moved = [row], False
         if self._candidate(row) and not self._dominated(row):
-            members = sorted([self.rows[t] for t in self.front["trial"] if t != number] + [row],
+            members = sorted([self.rows[t] for t in self.front_trials if t != number] + [row],
                              key=lambda r: r["trial"])  # ties go to the lower trial, as in a rebuild
+            before = self.front_trials
             front, hv = pareto_frame(rows_frame(members), self.config)
-            row["hypervolume"] = hv  # the hypervolume after this trial
-            front_moved = list(front["trial"]) != list(self.front["trial"])
-            evicted = set(self.front["trial"]) - set(front["trial"])
-            self.front, self.hypervolume = front, hv
-            changed += [self.rows[t] for t in sorted(evicted) if self._prune(self.rows[t], set(front["trial"]))]
+            self._set_front(front)
+            row["hypervolume"] = self.hypervolume = hv  # the hypervolume after this trial
+            front_moved = self.front_trials != before
+            kept = set(self.front_trials)
+            changed += [self.rows[t] for t in sorted(set(before) - kept) if self._prune(self.rows[t], kept)]
         elif self._candidate(row):
             row["hypervolume"] = self.hypervolume  # dominated: the front and its hypervolume stay
-        self._prune(row, set(self.front["trial"]))
-        if set(row) - set(self.columns):  # a knob never seen before: new header
+        self._prune(row, set(self.front_trials))
+        if set(row) - set(self.columns):  # a knob never seen before: a new header
             self._write_trials()
         else:
             with writing(self.run_dir / TRIALS), open(self.run_dir / TRIALS, "a", encoding="utf-8") as f:
@@ -336,15 +347,14 @@ class LiveTables:
 
     def _dominated(self, row: dict[str, Any]) -> bool:
         """Whether the front stays as it is with this row added: a member dominates it, or equals it
-        and has the lower trial number. Most trials of a long search end here, without pandas."""
-        objectives = objectives_of(self.config)
-        signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in objectives])
-        point = np.array([np.nan if row.get(o.column) is None else float(row[o.column]) for o in objectives]) * signs
+        and has the lower trial number. Most trials of a long search end here."""
+        point = np.array([np.nan if row.get(c) is None else float(row[c]) for c in self._columns]) * self._signs
         if np.isnan(point).any():
             return True  # never on the front
-        members = self.front[[o.column for o in objectives]].to_numpy(dtype=float) * signs
+        members = self._front_points
         no_worse, equal = np.all(members <= point, axis=1), np.all(members == point, axis=1)
-        return bool((no_worse & ~equal).any() or (equal & (self.front["trial"].to_numpy() < row["trial"])).any())
+        earlier = np.array(self.front_trials, dtype=int) < row["trial"]
+        return bool((no_worse & ~equal).any() or (equal & earlier).any())
 
     def _prune(self, row: dict[str, Any], front: set[int]) -> bool:
         """Delete a finished trial's weights unless kept (--keep-weights); True when deleted."""

@@ -208,3 +208,15 @@ def test_committed_csp_question_reproduces():
     proc = run_script("csp_question.py", "--check", "fusion_last@0.25", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "fusion_last@0.25: committed" in proc.stdout and proc.stdout.rstrip().endswith("ok")
+
+
+def test_bookkeeping_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "bookkeeping.json"
+    proc = run_script("bench_bookkeeping.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert [s["trials"] for s in r["sizes"]] == [20, 60]
+    for s in r["sizes"]:
+        new = s["new_per_trial_s"]
+        assert s["old_warm_s"] > 0 and s["old_cold_s"] > 0 and 0 < new["median"] <= new["p90"] <= new["max"]
+        assert s["new_trials_timed"] == 5 and s["front_size"] >= 1

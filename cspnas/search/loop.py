@@ -62,8 +62,12 @@ def interrupt(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -
 
 
 def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
-    """A trial's record as of now, read by id (O(1); `study.get_trials` reads the whole study)."""
-    return trial.storage.get_trial(trial._trial_id)
+    """A running trial's record as of now, from the handle's own copy (which Optuna keeps current):
+    no storage read (`study.get_trials` reads the whole study)."""
+    return optuna.trial.FrozenTrial(
+        number=trial.number, state=TrialState.RUNNING, value=None, values=None, datetime_start=trial.datetime_start,
+        datetime_complete=None, params=trial.params, distributions=trial.distributions, user_attrs=trial.user_attrs,
+        system_attrs={}, intermediate_values={}, trial_id=-1)  # the id is not ours to read; no row needs it
 
 
 def interrupted_to_failed(study: optuna.Study) -> list[int]:

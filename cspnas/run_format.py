@@ -50,12 +50,13 @@ _MEASURED = [c for c in COLUMNS if c != "accuracy"]
 TRIAL_COLUMNS = [
     "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
     *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend", "feasible", "violations",
-    "val_acc_per_epoch", "accuracy", "train_seconds", "cost_seconds", "started_at", "completed_at",
+    "val_acc_per_epoch", "accuracy", "train_seconds", "cost_seconds", "cost_wait_seconds", "started_at",
+    "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
 ]
 PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights"]
 _NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "train_seconds", "cost_seconds",
-            "hypervolume")
+            "cost_wait_seconds", "hypervolume")
 _TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "violations", "val_acc_per_epoch",
          "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
 
@@ -200,6 +201,7 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "val_acc_per_epoch": json.dumps(a.get("val_acc_per_epoch", [])),
         "accuracy": a.get("accuracy") if state == "complete" else None,
         "train_seconds": a.get("train_seconds"), "cost_seconds": a.get("cost_seconds"),
+        "cost_wait_seconds": a.get("cost_wait_seconds"),
         "started_at": t.datetime_start.isoformat() if t.datetime_start else None,
         "completed_at": t.datetime_complete.isoformat() if t.datetime_complete else None,
         "failure_reason": a.get("failure_reason", ""), "duplicate_of": a.get("duplicate_of"),

@@ -52,6 +52,11 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     trials, front, study = load(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["settings"]["budget"] == 8 and config["settings"]["constraints"]["max_params"] == 150_000
+    # the driver's accounting: per candidate its wait for the trainers to pause, per session its busy share
+    assert ((0 <= trials["cost_wait_seconds"]) & (trials["cost_wait_seconds"] <= trials["cost_seconds"])).all()
+    (driver,) = config["driver"]
+    assert driver["wall_seconds"] > 0 and driver["busy_share"] + driver["idle_share"] == pytest.approx(1, abs=1e-3)
+    assert 0 < driver["cost_share"] <= driver["busy_share"] and driver["cost_wait_share"] <= driver["cost_share"]
 
     # exactly the budget, all final; the table is the study
     assert len(trials) == 8 and set(trials["state"]) <= FINAL

@@ -86,6 +86,33 @@ def interrupted_to_failed(study: optuna.Study) -> list[int]:
     return requeued
 
 
+@dataclass
+class DriverTime:
+    """Where the driver's time went while Ray Tune ran the trials: in the loop's callbacks (busy:
+    measuring costs, of which waiting for the trainers to pause, and the tables and status line),
+    or waiting for Ray (idle). A driver that is rarely idle makes trainers wait for new trials."""
+
+    wall_s: float = 0.0
+    busy_s: float = 0.0
+    cost_s: float = 0.0
+    cost_wait_s: float = 0.0
+    tables_s: float = 0.0
+
+    def record(self) -> dict[str, float]:
+        """The shares of the wall time, for config.yaml's `driver` (one entry per search session)."""
+        def share(seconds: float) -> float:
+            return round(seconds / self.wall_s, 4) if self.wall_s > 0 else 0.0
+        return {"wall_seconds": round(self.wall_s, 2), "busy_share": share(self.busy_s),
+                "idle_share": share(max(0.0, self.wall_s - self.busy_s)), "cost_share": share(self.cost_s),
+                "cost_wait_share": share(self.cost_wait_s), "tables_share": share(self.tables_s)}
+
+    def line(self) -> str:
+        r = self.record()
+        return (f"driver: busy {r['busy_share']:.0%} of {self.wall_s:.0f} s (measuring costs {r['cost_share']:.0%}, "
+                f"of which waiting for trainers to pause {r['cost_wait_share']:.0%}; tables and status "
+                f"{r['tables_share']:.0%}), idle {r['idle_share']:.0%}")
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A proposed architecture that needs training."""
@@ -196,6 +223,7 @@ class SearchLoop:
         self.stop: StopRequest | None = None  # Ctrl-C / SIGTERM; set by the caller around run()
         self.disk_full: str | None = None  # why the disk-full stop happened
         self.on_trial_start: Callable[[], None] = lambda: None  # e.g. record the Ray processes now running
+        self.driver = DriverTime()  # of the last run()
 
     @property
     def trials(self):
@@ -255,6 +283,7 @@ class SearchLoop:
                                               verbose=0, failure_config=tune.FailureConfig(max_failures=1),
                                               stop=tune_stopper(self._stop_trials)),
                 )
+                self.driver, spent, fit_start = DriverTime(), dict(self.proposer.meter.spent), time.monotonic()
                 try:
                     with self.stop.forcible() if self.stop is not None else contextlib.nullcontext():
                         tuner.fit()
@@ -262,6 +291,10 @@ class SearchLoop:
                     if not is_disk_full(e):
                         raise
                     self.disk_full = _first_line(e)
+                self.driver.wall_s = time.monotonic() - fit_start
+                self.driver.cost_s = self.proposer.meter.spent["cost_seconds"] - spent["cost_seconds"]
+                self.driver.cost_wait_s = self.proposer.meter.spent["cost_wait_seconds"] - spent["cost_wait_seconds"]
+                self.progress.log(self.driver.line())
                 self._interrupt_running()
             if self.proposer.exhausted:
                 self.progress.log(f"search space exhausted: {RESAMPLE_LIMIT} draws in a row repeated architectures "
@@ -286,8 +319,28 @@ class SearchLoop:
             self._last_dashboard = 0.0
         self.refresh(rebuild=True)
 
-    # -- what the Ray adapter forwards ------------------------------------------------------------
+    # -- what the Ray adapter forwards (the driver's busy time) -------------------------------------
+    @contextlib.contextmanager
+    def _busy(self, part: str = "busy_s"):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            setattr(self.driver, part, getattr(self.driver, part) + time.monotonic() - started)
+
     def start(self, key: str) -> dict[str, Any] | None:
+        with self._busy():
+            return self._start(key)
+
+    def on_result(self, key: str, result: dict[str, Any]) -> None:
+        with self._busy():
+            self._on_result(key, result)
+
+    def on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
+        with self._busy():
+            self._on_complete(key, result, error)
+
+    def _start(self, key: str) -> dict[str, Any] | None:
         """The Ray config of the next trial to train, or None when the budget is spent (or the
         search was asked to stop)."""
         if self.stopping:
@@ -303,7 +356,7 @@ class SearchLoop:
         crash_point("trial_started")
         return {"trial": candidate.trial.number, "arch": candidate.arch_json, **self.trial_spec}
 
-    def on_result(self, key: str, result: dict[str, Any]) -> None:
+    def _on_result(self, key: str, result: dict[str, Any]) -> None:
         trial = self.running.get(key)
         if trial is None:
             return
@@ -313,7 +366,7 @@ class SearchLoop:
         self._training[key] = (started, int(result.get("epoch", 0)), float(result.get("train_seconds", 0.0)))
         self.progress.update(self.status())  # the epoch moves the status line; the tables wait for the tell
 
-    def on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
+    def _on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
         trial = self.running.pop(key, None)
         self._training.pop(key, None)
         if trial is None:
@@ -349,6 +402,10 @@ class SearchLoop:
     def refresh(self, *changed: optuna.trial.FrozenTrial, rebuild: bool = False) -> None:
         """Record the trials told since the last call (and `changed`) in the tables, a row each, or
         rebuild both tables from the study (start, finish); keep the live dashboard current."""
+        with self._busy("tables_s"):
+            self._refresh(changed, rebuild)
+
+    def _refresh(self, changed, rebuild: bool) -> None:
         changed = (*self.proposer.told, *changed)
         self.proposer.told.clear()
         try:

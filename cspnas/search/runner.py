@@ -179,6 +179,9 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
             loop.run(resources, _scheduler(settings))
         except KeyboardInterrupt:  # a second Ctrl-C
             raise resume_hint(run_dir, signal.SIGINT) from None
+        if loop.driver.wall_s and loop.disk_full is None:  # the driver's busy/idle share, one entry per session
+            config.setdefault("driver", []).append(loop.driver.record())
+            run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
         if stop.requested:
             raise resume_hint(run_dir, stop.signum)
         if loop.disk_full is not None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from common import machine, write_json
 
+import numpy as np
 import optuna
 
 from cspnas import run_format
@@ -168,7 +169,7 @@ def measure(s: SyntheticStudy, size: int, new_trials: int, old_repeats: int) -> 
     per_trial = sorted(s.loop_trial(tables) for _ in range(new_trials))
     return {"trials": size, "old_warm_s": statistics.median(warm), "old_cold_s": cold,
             "new_per_trial_s": {"median": statistics.median(per_trial), "mean": statistics.fmean(per_trial),
-                                "p90": per_trial[int(0.9 * (len(per_trial) - 1))], "max": per_trial[-1]},
+                                "p90": float(np.percentile(per_trial, 90)), "max": per_trial[-1]},
             "new_trials_timed": new_trials, "front_size": len(tables.front),
             "front_joins": len(set(tables.front["trial"]) - front_before)}
 

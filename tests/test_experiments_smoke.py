@@ -220,3 +220,16 @@ def test_bookkeeping_benchmark_smoke(tmp_path: Path):
         new = s["new_per_trial_s"]
         assert s["old_warm_s"] > 0 and s["old_cold_s"] > 0 and 0 < new["median"] <= new["p90"] <= new["max"]
         assert s["new_trials_timed"] == 5 and s["front_size"] >= 1
+
+
+@pytest.mark.slow
+def test_driver_stall_smoke(tmp_path: Path):
+    out = tmp_path / "stall.json"
+    proc = run_script("driver_stall.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    wait = r["wait_s"]
+    assert r["candidates_measured_while_training"] == len(wait["all"]) >= 1
+    assert 0 <= wait["median"] <= wait["max"] and r["training_step_s"]["median"] > 0
+    (driver,) = r["driver"]
+    assert driver["busy_share"] + driver["idle_share"] == pytest.approx(1, abs=1e-3)

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from test_tables import assert_same_tables, rebuilt
+
 from cspnas.pareto import compute_front
-from cspnas.run_format import objectives_of, open_storage
+from cspnas.run_format import load_run, objectives_of, open_storage
 from cspnas.search.runner import run_search
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 
@@ -90,6 +92,7 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
         assert len(hist) == 1 and hist[-1] == pytest.approx(r["accuracy"]) and 0 <= r["accuracy"] <= 1
     kept = {p.name for p in (run / "weights").glob("*.safetensors")}
     assert kept == {f"trial-{t}.safetensors" for t in front["trial"]}
+    assert_same_tables(load_run(run), rebuilt(run, config, "front", tmp_path))  # the tables are the study's
     # hypervolume recorded after every full-fidelity trial, never decreasing in completion order
     hv = complete.sort_values("completed_at")["hypervolume"].to_numpy()
     assert np.all(np.diff(hv) >= -1e-12) and hv[-1] == pytest.approx(out.hypervolume)

@@ -223,7 +223,8 @@ class SearchLoop:
         self.stop: StopRequest | None = None  # Ctrl-C / SIGTERM; set by the caller around run()
         self.disk_full: str | None = None  # why the disk-full stop happened
         self.on_trial_start: Callable[[], None] = lambda: None  # e.g. record the Ray processes now running
-        self.driver = DriverTime()  # of the last run()
+        self.driver = DriverTime()  # accumulating while Tune runs
+        self.driver_record: dict[str, float] | None = None  # DriverTime.record() of the last run, when it trained
 
     @property
     def trials(self):
@@ -294,6 +295,7 @@ class SearchLoop:
                 self.driver.wall_s = time.monotonic() - fit_start
                 self.driver.cost_s = self.proposer.meter.spent["cost_seconds"] - spent["cost_seconds"]
                 self.driver.cost_wait_s = self.proposer.meter.spent["cost_wait_seconds"] - spent["cost_wait_seconds"]
+                self.driver_record = self.driver.record()  # before finish() rebuilds the tables outside Tune
                 self.progress.log(self.driver.line())
                 self._interrupt_running()
             if self.proposer.exhausted:

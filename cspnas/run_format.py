@@ -2,19 +2,25 @@
 
     RUN/config.yaml     settings, space, data, latency setup, objectives' references
     RUN/study.db        the Optuna study (SQLite): the single source of truth
-    RUN/trials.csv      one row per trial, derived from the study after every change
+    RUN/trials.csv      one row per trial, derived from the study (a search appends while it runs)
     RUN/pareto.csv      the feasible, full-fidelity Pareto front of trials.csv
     RUN/weights/        trial-N.safetensors of the trials whose weights are kept
 
-Every file is replaced atomically (temp file + rename), so a run can be read while its search
-is still going, and a crash never leaves tables that disagree with study.db beyond the trial
-being written. Runs written before objectives were recorded load with the default three.
+Every file is replaced atomically (temp file + rename), except that a running search appends a
+trial's row to trials.csv whenever the trial changes (`LiveTables`): readers keep each trial's
+last row and drop a torn last line, so a run can be read while its search is still going, and a
+crash never leaves tables that disagree with study.db beyond the trial being written (the next
+start rewrites both from it). Runs written before objectives were recorded load with the default three.
 Optuna is imported inside the functions that need it: reading a run must stay light.
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
+import math
+import numbers
 import os
 import shutil
 import warnings
@@ -28,10 +34,11 @@ import yaml
 
 from cspnas import __version__
 from cspnas.errors import CspnasError
-from cspnas.fsutil import check_writable_dir, write_atomic
+from cspnas.fsutil import check_writable_dir, write_atomic, writing
 from cspnas.objectives import (COLUMNS, CONFIRMED_COLUMNS, OBJECTIVES, bind, marginal, optuna_directions, run_limits,
                                run_objectives, run_references, settled)
 from cspnas.pareto import Objective, compute_front, hypervolume_curve
+from cspnas.search.faults import crash_point
 from cspnas.space.searchspace import load_yaml
 from cspnas.study_db import check_study_db
 
@@ -47,7 +54,8 @@ TRIAL_COLUMNS = [
     *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend",
     "latency_predicted_ms", "latency_measured_ms", "latency_source",  # --latency-model: which value was used
     "feasible", "violations",
-    "val_acc_per_epoch", "accuracy", "val_acc_int8", "train_seconds", "cost_seconds", "started_at", "completed_at",
+    "val_acc_per_epoch", "accuracy", "val_acc_int8", "train_seconds", "cost_seconds", "cost_wait_seconds", "started_at",
+    "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
     *CONFIRMED_COLUMNS, "measured_on",
 ]
@@ -56,7 +64,8 @@ TRIAL_COLUMNS = [
 PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights",
                   "confirmed", "marginal"]
 _NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "latency_predicted_ms",
-            "latency_measured_ms", "val_acc_int8", "train_seconds", "cost_seconds", "hypervolume", *CONFIRMED_COLUMNS)
+            "latency_measured_ms", "val_acc_int8", "train_seconds", "cost_seconds",
+            "cost_wait_seconds", "hypervolume", *CONFIRMED_COLUMNS)
 _TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "latency_source", "violations", "val_acc_per_epoch",
          "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
 
@@ -80,6 +89,29 @@ def write_yaml_atomic(path: Path, data: dict) -> None:
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     write_atomic(path, df.to_csv(index=False))
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell from a raw value, the same whatever else is in its column (unlike pandas, which
+    writes 3 as 3.0 in a column with gaps): an appended row and a full rewrite read back alike."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return "" if math.isnan(value) else repr(float(value))
+    return str(value)
+
+
+def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, header: bool = True) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    writer.writerows([_cell(row.get(c)) for c in columns] for row in rows)
+    return buf.getvalue()
 
 
 def new_run_dir(results_dir: str | Path, name: str) -> Path:
@@ -185,6 +217,7 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "accuracy": a.get("accuracy") if state == "complete" else None,
         "val_acc_int8": a.get("val_acc_int8") if state == "complete" else None,
         "train_seconds": a.get("train_seconds"), "cost_seconds": a.get("cost_seconds"),
+        "cost_wait_seconds": a.get("cost_wait_seconds"),
         "started_at": t.datetime_start.isoformat() if t.datetime_start else None,
         "completed_at": t.datetime_complete.isoformat() if t.datetime_complete else None,
         "failure_reason": a.get("failure_reason", ""), "duplicate_of": a.get("duplicate_of"),
@@ -196,24 +229,35 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
     return row
 
 
-def trials_frame(study, config: dict[str, Any], run_dir: Path) -> pd.DataFrame:
-    """trials.csv of a study, with the hypervolume after each full-fidelity trial."""
+def trial_rows(study, config: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
+    """trials.csv rows of a study (in trial order), with the hypervolume after each full-fidelity trial."""
     rows = [trial_row(t, run_dir) for t in study.get_trials(deepcopy=False)]
     confirmed = confirmed_latencies(study)
     for row in rows:
         row.update(confirmed.get(row["trial"], {}))
-    df = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
-    for col in TRIAL_COLUMNS:
-        if col not in df:
-            df[col] = None
-    df["hypervolume"] = np.nan
-    done = front_candidates(df)
+        row["hypervolume"] = None
+    done = front_candidates(rows_frame(rows))
     if len(done):
         ordered = done.sort_values("completed_at")  # in completion order
-        df.loc[ordered.index, "hypervolume"] = hypervolume_curve(ordered, objectives_of(config),
-                                                                 order_column="completed_at")
-    knob_cols = sorted(c for c in df.columns if c.startswith("p."))
-    return df[TRIAL_COLUMNS + knob_cols]
+        curve = hypervolume_curve(ordered, objectives_of(config), order_column="completed_at")
+        for i, hv in zip(ordered.index, curve):
+            rows[i]["hypervolume"] = float(hv)
+    return rows
+
+
+def trial_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """trials.csv's columns: the fixed ones, then every sampled knob (`p.*`) in name order."""
+    return TRIAL_COLUMNS + sorted({k for row in rows for k in row if k.startswith("p.")})
+
+
+def rows_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """trials.csv rows as a DataFrame with every column."""
+    return pd.DataFrame(list(rows), columns=trial_columns(rows))
+
+
+def trials_frame(study, config: dict[str, Any], run_dir: Path) -> pd.DataFrame:
+    """trials.csv of a study, with the hypervolume after each full-fidelity trial."""
+    return rows_frame(trial_rows(study, config, run_dir))
 
 
 # The end-of-search confirmation pass re-times front members of finished trials, which Optuna keeps
@@ -249,6 +293,122 @@ def pareto_frame(trials: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataF
     front = compute_front(settled(cand), objectives_of(config))
     table = front.table.assign(marginal=marginal(front.table, run_limits(config)))
     return table[PARETO_COLUMNS].reset_index(drop=True), front.hypervolume
+
+
+_PRUNABLE = ("complete", "pruned", "failed")  # finished trials whose weights go unless kept
+
+
+class LiveTables:
+    """trials.csv and pareto.csv of a search in progress, at a cost per trial that does not grow
+    with the study.
+
+    `rebuild` derives both from study.db (start, resume, finish) and rewrites them atomically.
+    `update` records one trial's new state from the FrozenTrial at hand: its row is appended to
+    trials.csv (one write, no fsync: study.db is the truth and the next rebuild rewrites what a
+    crash lost; readers keep a trial's last row and drop a torn last line), the front is the front
+    of the current front plus the new point (dominance is transitive, so that equals the front of
+    all trials), and pareto.csv, which is small, is rewritten only when the front changes. Weights
+    of trials off the front are deleted as they leave it (`keep`: --keep-weights), and the rows of
+    those trials are appended again, so the table still says what is on disk. A new knob column
+    (a conditional knob sampled for the first time) rewrites trials.csv from memory.
+    """
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], keep: str):
+        self.run_dir, self.config, self.keep = run_dir, config, keep
+        self.rows: dict[int, dict[str, Any]] = {}  # trial -> its current row
+        self.columns: list[str] = list(TRIAL_COLUMNS)
+        self.hypervolume = 0.0
+        objectives = objectives_of(config)
+        self._columns = [o.column for o in objectives]
+        self._signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in objectives])
+        self._set_front(pd.DataFrame(columns=PARETO_COLUMNS))
+
+    def _set_front(self, front: pd.DataFrame) -> None:
+        """The front, and what the per-trial check needs of it as plain arrays (pandas is slow per call)."""
+        self.front = front
+        self.front_trials: list[int] = [int(t) for t in front["trial"]]
+        self._front_points = front[self._columns].to_numpy(dtype=float).reshape(-1, len(self._columns)) * self._signs
+
+    def frame(self) -> pd.DataFrame:
+        """The trials table, one row per trial in trial order (O(study): for the end of a search)."""
+        return rows_frame([self.rows[k] for k in sorted(self.rows)])
+
+    def rebuild(self, study) -> None:
+        rows = trial_rows(study, self.config, self.run_dir)
+        front, self.hypervolume = pareto_frame(rows_frame(rows), self.config)
+        self._set_front(front)
+        kept = set(self.front_trials)
+        for row in rows:
+            self._prune(row, kept)
+        self.rows = {row["trial"]: row for row in rows}
+        self._write_trials()
+        crash_point("between_tables")
+        self._write_front()
+
+    def update(self, trial) -> dict[str, Any]:
+        """Record a trial's new state (an Optuna FrozenTrial); returns its row."""
+        row = trial_row(trial, self.run_dir)
+        number = row["trial"]
+        old = self.rows.get(number)
+        row["hypervolume"] = old.get("hypervolume") if old else None
+        self.rows[number] = row
+        changed, front_moved = [row], False
+        if self._candidate(row) and not self._dominated(row):
+            members = sorted([self.rows[t] for t in self.front_trials if t != number] + [row],
+                             key=lambda r: r["trial"])  # ties go to the lower trial, as in a rebuild
+            before = self.front_trials
+            front, hv = pareto_frame(rows_frame(members), self.config)
+            self._set_front(front)
+            row["hypervolume"] = self.hypervolume = hv  # the hypervolume after this trial
+            front_moved = self.front_trials != before
+            kept = set(self.front_trials)
+            changed += [self.rows[t] for t in sorted(set(before) - kept) if self._prune(self.rows[t], kept)]
+        elif self._candidate(row):
+            row["hypervolume"] = self.hypervolume  # dominated: the front and its hypervolume stay
+        self._prune(row, set(self.front_trials))
+        if set(row) - set(self.columns):  # a knob never seen before: a new header
+            self._write_trials()
+        else:
+            with writing(self.run_dir / TRIALS), open(self.run_dir / TRIALS, "a", encoding="utf-8") as f:
+                f.write(csv_text(changed, self.columns, header=False))
+        if front_moved:
+            crash_point("between_tables")
+            self._write_front()
+        return row
+
+    @staticmethod
+    def _candidate(row: dict[str, Any]) -> bool:
+        """front_candidates for one row, without pandas (this runs for every trial)."""
+        return (row["state"] == "complete" and row["feasible"] is True
+                and bool(full_fidelity(row["epochs_done"] or 0, row["epochs"] or 0)))
+
+    def _dominated(self, row: dict[str, Any]) -> bool:
+        """Whether the front stays as it is with this row added: a member dominates it, or equals it
+        and has the lower trial number. Most trials of a long search end here."""
+        point = np.array([np.nan if row.get(c) is None else float(row[c]) for c in self._columns]) * self._signs
+        if np.isnan(point).any():
+            return True  # never on the front
+        members = self._front_points
+        no_worse, equal = np.all(members <= point, axis=1), np.all(members == point, axis=1)
+        earlier = np.array(self.front_trials, dtype=int) < row["trial"]
+        return bool((no_worse & ~equal).any() or (equal & earlier).any())
+
+    def _prune(self, row: dict[str, Any], front: set[int]) -> bool:
+        """Delete a finished trial's weights unless kept (--keep-weights); True when deleted."""
+        if (self.keep == "all" or not row.get("weights") or row["state"] not in _PRUNABLE
+                or (self.keep == "front" and row["trial"] in front)):
+            return False
+        (self.run_dir / row["weights"]).unlink(missing_ok=True)
+        row["weights"] = ""
+        return True
+
+    def _write_trials(self) -> None:
+        rows = [self.rows[k] for k in sorted(self.rows)]
+        self.columns = trial_columns(rows)
+        write_atomic(self.run_dir / TRIALS, csv_text(rows, self.columns))
+
+    def _write_front(self) -> None:
+        write_csv_atomic(self.front, self.run_dir / PARETO)
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -375,8 +535,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
+        text = path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # a row being appended (or cut by a crash): not there yet
+            text = text[:text.rfind("\n") + 1]
         # keep_default_na=False + na_values=[""]: only empty cells are missing ("None" is a value)
-        return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in _TEXT})
+        return pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""], dtype={c: str for c in _TEXT})
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as e:
@@ -396,6 +559,8 @@ def _read_trials(path: Path, objective_columns: list[str]) -> pd.DataFrame:
     if missing:
         raise CspnasError(f"{path}: missing column(s) {', '.join(missing)}; was it written by `cspnas search`?")
     df["trial"] = _int_column(path, df["trial"], "trial")
+    # a running search appends a trial's row again when it changes: its last row is current
+    df = df.drop_duplicates("trial", keep="last").sort_values("trial", kind="stable")
     df["state"] = df["state"].astype(str).str.strip().str.lower()
     unknown = sorted(set(df["state"]) - set(STATES))
     if unknown:

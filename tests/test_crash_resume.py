@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 from process_group import run_in_group
+from test_tables import assert_same_tables, rebuilt
 
 from cspnas.pareto import compute_front
-from cspnas.run_format import objectives_of, open_storage
+from cspnas.run_format import load_run, objectives_of, open_storage
 from cspnas.search.runner import run_search
 
 FINAL = {"complete", "infeasible", "pruned", "failed"}
@@ -70,6 +71,7 @@ def test_kill_then_resume(tmp_path, point):
     done = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
     expected = compute_front(done, objectives_of(config))
     assert sorted(front["trial"]) == sorted(expected.table["trial"])
+    assert_same_tables(load_run(run), rebuilt(run, config, "front", tmp_path))  # the tables are the study's
     for n in trials.loc[trials["state"] == "interrupted", "trial"]:  # re-queued with the same architecture
         arch = trials.set_index("trial").loc[n, "arch_json"]
         if isinstance(arch, str) and arch:

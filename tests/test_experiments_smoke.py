@@ -247,3 +247,28 @@ def test_latency_model_smoke(tmp_path: Path):
     assert r["held_out"]["n"] == 8 and 0 <= r["held_out"]["within_10pct"] <= 1
     assert [c["archs"] for c in r["learning_curve"]] == [20] and r["in_sample"]["n"] == 24
     assert r["screening"]["uniform_per_s"] > 0 and r["tight_search"]["screened"] >= r["tight_search"]["trained"] == 20
+
+
+def test_bookkeeping_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "bookkeeping.json"
+    proc = run_script("bench_bookkeeping.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert [s["trials"] for s in r["sizes"]] == [20, 60]
+    for s in r["sizes"]:
+        new = s["new_per_trial_s"]
+        assert s["old_warm_s"] > 0 and s["old_cold_s"] > 0 and 0 < new["median"] <= new["p90"] <= new["max"]
+        assert s["new_trials_timed"] == 5 and s["front_size"] >= 1
+
+
+@pytest.mark.slow
+def test_driver_stall_smoke(tmp_path: Path):
+    out = tmp_path / "stall.json"
+    proc = run_script("driver_stall.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    wait = r["wait_s"]
+    assert r["candidates_measured_while_training"] == len(wait["all"]) >= 1
+    assert 0 <= wait["median"] <= wait["max"] and r["training_step_s"]["median"] > 0
+    (driver,) = r["driver"]
+    assert driver["busy_share"] + driver["idle_share"] == pytest.approx(1, abs=1e-3)

@@ -164,3 +164,20 @@ def test_lazy_top_level_exports():
             "assert cspnas.load_run is load_run and cspnas.build_model is build_model; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.strip().splitlines()[-1]
+
+
+def test_totals_show_the_driver_busy_share_of_the_last_search_session(run_dir, tmp_path):
+    import yaml
+
+    from cspnas.results.report import totals_line
+
+    assert run_totals(load_run(run_dir)).driver_busy_share is None  # no search recorded it
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["driver"] = [{"wall_seconds": 10.0, "busy_share": 0.5, "idle_share": 0.5},
+                        {"wall_seconds": 20.0, "busy_share": 0.123, "idle_share": 0.877}]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    totals = run_totals(load_run(run))
+    assert totals.driver_busy_share == pytest.approx(0.123)
+    assert totals_line(totals).endswith("; driver busy 12%")

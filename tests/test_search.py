@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from cspnas.objectives import settled
+from test_tables import assert_same_tables, rebuilt
+
 from cspnas.pareto import compute_front
-from cspnas.run_format import objectives_of, open_storage
+from cspnas.run_format import load_run, objectives_of, open_storage
 from cspnas.search.runner import run_search
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 
@@ -48,6 +50,11 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     trials, front, study = load(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["settings"]["budget"] == 8 and config["settings"]["constraints"]["max_params"] == 150_000
+    # the driver's accounting: per candidate its wait for the trainers to pause, per session its busy share
+    assert ((0 <= trials["cost_wait_seconds"]) & (trials["cost_wait_seconds"] <= trials["cost_seconds"])).all()
+    (driver,) = config["driver"]
+    assert driver["wall_seconds"] > 0 and driver["busy_share"] + driver["idle_share"] == pytest.approx(1, abs=1e-3)
+    assert 0 < driver["cost_share"] <= driver["busy_share"] and driver["cost_wait_share"] <= driver["cost_share"]
 
     # exactly the budget trained (infeasible candidates use none), all final; the table is the study
     assert (trials["state"] != "infeasible").sum() == 8 and set(trials["state"]) <= FINAL
@@ -92,6 +99,7 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
         assert len(hist) == 1 and hist[-1] == pytest.approx(r["accuracy"]) and 0 <= r["accuracy"] <= 1
     kept = {p.name for p in (run / "weights").glob("*.safetensors")}
     assert kept == {f"trial-{t}.safetensors" for t in front["trial"]}
+    assert_same_tables(load_run(run), rebuilt(run, config, "front", tmp_path))  # the tables are the study's
     # hypervolume recorded after every full-fidelity trial, never decreasing in completion order
     hv = complete.sort_values("completed_at")["hypervolume"].to_numpy()  # as the search went: first timings
     assert np.all(np.diff(hv) >= -1e-12)

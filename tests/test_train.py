@@ -70,15 +70,17 @@ def test_on_epoch_true_stops_early(digits: ImageData):
     assert result.stopped_early and result.epochs_done == 1 and len(result.val_acc) == 1
 
 
-def test_step_hook_runs_once_per_step_and_ragged_batches_are_dropped(digits: ImageData):
+def test_step_hook_runs_once_per_step_and_eval_batch_and_ragged_batches_are_dropped(digits: ImageData):
     calls: list[int] = []
-    result = train(tiny_cnn(), digits, replace(FAST, epochs=2), step_hook=lambda: calls.append(1))
-    assert len(calls) == 2 * (len(digits.train_x) // FAST.batch_size)
+    cfg = replace(FAST, epochs=2, eval_batch_size=64)
+    eval_batches = -(-len(digits.val_x) // 64)  # the evaluation pass pauses between its batches too
+    result = train(tiny_cnn(), digits, cfg, step_hook=lambda: calls.append(1))
+    assert len(digits.val_x) > 64 and len(calls) == 2 * (len(digits.train_x) // FAST.batch_size + eval_batches)
     assert result.epochs_done == 2
     small = replace(digits, train_x=digits.train_x[:40], train_y=digits.train_y[:40])
     calls.clear()
-    train(tiny_cnn(), small, replace(FAST, epochs=2), step_hook=lambda: calls.append(1))
-    assert len(calls) == 2  # fewer images than batch_size: one batch of all of them per epoch
+    train(tiny_cnn(), small, cfg, step_hook=lambda: calls.append(1))
+    assert len(calls) == 2 * (1 + eval_batches)  # fewer images than batch_size: one batch of all of them per epoch
 
 
 def test_huge_learning_rate_raises_training_diverged(digits: ImageData):

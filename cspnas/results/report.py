@@ -33,6 +33,7 @@ class RunTotals:
     front_size: int
     hypervolume: float | None  # None until a trial completes
     wall_seconds: float | None  # first started_at to last completed_at; None without timestamps
+    driver_busy_share: float | None = None  # of the last search session (config.yaml `driver`); None before
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +49,15 @@ def run_totals(run: Run) -> RunTotals:
         front_size=len(run.front),
         hypervolume=float(hv.max()) if len(hv) else None,
         wall_seconds=_wall_seconds(run.trials),
+        driver_busy_share=_driver_busy(run.config),
     )
+
+
+def _driver_busy(config: dict) -> float | None:
+    sessions = config.get("driver")
+    last = sessions[-1] if isinstance(sessions, list) and sessions and isinstance(sessions[-1], dict) else {}
+    share = last.get("busy_share")
+    return float(share) if isinstance(share, (int, float)) and not isinstance(share, bool) else None
 
 
 def _wall_seconds(trials: pd.DataFrame) -> float | None:
@@ -120,7 +129,8 @@ def totals_line(t: RunTotals) -> str:
     trained = t.complete + t.pruned + t.failed
     return (f"{t.trials} trials: {trained} trained ({t.complete} complete, {t.pruned} pruned, {t.failed} failed), "
             f"{t.infeasible} infeasible (screened out, untrained){extra}; front {t.front_size}; hypervolume {hv}; "
-            f"wall time {format_seconds(t.wall_seconds)}")
+            f"wall time {format_seconds(t.wall_seconds)}"
+            + ("" if t.driver_busy_share is None else f"; driver busy {t.driver_busy_share:.0%}"))
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import optuna
@@ -28,6 +28,9 @@ class CostMeter:
     starts), so nothing is paused. Every number is recorded for every candidate, feasible or not;
     the keys are the objectives' columns. An int8
     model ONNX Runtime cannot quantize raises QuantizationError (the candidate fails, the search goes on).
+    `cost_wait_seconds` is the part of `cost_seconds` spent waiting for the trainers to pause (where the
+    latency is timed: here or in the measurer); `spent` sums both over the candidates this meter measured
+    (the driver's accounting).
     """
 
     latency: LatencySettings
@@ -40,6 +43,7 @@ class CostMeter:
     confirm_near_ms: float | None = None  # --confirm-latency: time candidates predicted within the model's error of it
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _here: str | None = None  # fingerprint id of this process, when it times
+    spent: dict[str, float] = field(default_factory=lambda: {"cost_seconds": 0.0, "cost_wait_seconds": 0.0})
 
     def remember(self, study: optuna.Study) -> None:
         """Seed the cache from a study's trials (resume): identical archs are never re-measured."""
@@ -74,8 +78,8 @@ class CostMeter:
             model = build_model(arch)
         if self._here is None:
             self._here = fingerprint_id(fingerprint_here(settings))
-        with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
-            return latency_record(measure_latency(model, settings, self.calibration), self._here)
+        lat, waited = self._paused(lambda: measure_latency(model, settings, self.calibration))
+        return {**latency_record(lat, self._here), "cost_wait_seconds": waited}
 
     def confirm(self, arch_jsons: list[str], passes: int) -> list[dict[str, Any]]:
         """Re-time architectures in `passes` interleaved passes (Measurer.confirm), ungated: for the end
@@ -107,8 +111,11 @@ class CostMeter:
                 latency = self.timed(arch, model)
             latency["latency_predicted_ms"] = predicted
         memory = measure_peak_memory(model, replace(self.settings_for(arch), batch_size=1)).activation_bytes
-        return {"params": params, "macs": macs, **latency, "memory_bytes": memory,
-                "cost_seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        waited = latency.setdefault("cost_wait_seconds", 0.0)
+        self.spent["cost_seconds"] += seconds
+        self.spent["cost_wait_seconds"] += waited
+        return {"params": params, "macs": macs, **latency, "memory_bytes": memory, "cost_seconds": seconds}
 
     def timed(self, arch: ArchConfig, model: torch.nn.Module | None = None) -> dict[str, Any]:
         """The ordinary latency measurement (`time`: where the search measures), marked as measured."""
@@ -122,7 +129,14 @@ class CostMeter:
         self._cache.get(arch.arch_hash(), {}).update(measured)
         return measured
 
+    def _paused(self, measure: Callable[[], Any]) -> tuple[Any, float]:
+        """measure() with every trainer paused (the gate); also the seconds spent waiting for them to pause."""
+        start = time.perf_counter()
+        with self.gate.exclusive() if self.gate is not None else contextlib.nullcontext():
+            waited = time.perf_counter() - start
+            return measure(), waited
+
 
 _KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "latency_backend",
          "measured_on", "latency_predicted_ms", "latency_measured_ms", "latency_source", "memory_bytes",
-         "cost_seconds")
+         "cost_seconds", "cost_wait_seconds")

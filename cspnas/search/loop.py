@@ -5,15 +5,17 @@ cost, set the constraint values on the trial *before* any tell, and tell at once
 training (infeasible candidates; repeats of a tried architecture, which are drawn again). `SearchLoop` drives it from Ray
 Tune through the thin adapter in `searcher.py`: it hands proposals to Tune, records epochs and
 final results (a trial the scheduler stopped early is PRUNED, never a COMPLETE point with a
-truncated accuracy; failures are FAIL with their reason), and refreshes the tables, the live
-dashboard and the status line after every change. All state is in study.db, so a resumed
-search rebuilds the loop from the study alone.
+truncated accuracy; failures are FAIL with their reason), and records every change in the tables
+(`run_format.LiveTables`: a row appended per change, so the cost per trial does not grow with the
+study), the live dashboard and the status line. All state is in study.db, so a resumed search
+rebuilds the loop and the tables from the study alone.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -62,14 +64,23 @@ def _live_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna
     return optuna.Trial(study, frozen._trial_id)
 
 
-def interrupt(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+def interrupt(study: optuna.Study, trial: optuna.Trial, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
     """Close a trial the search stopped mid-training as 'interrupted': it uses no budget, and the
     next resume re-queues its architecture once (`interrupted_to_failed`)."""
     again = "requeued_from" not in attrs  # a re-queued trial interrupted again is not re-queued forever
     trial.set_user_attr("status", "interrupted")
     trial.set_user_attr("failure_reason", "interrupted: the search stopped mid-trial; " +
                         ("re-queued on resume" if again else "interrupted twice, not re-queued again"))
-    study.tell(trial, state=TrialState.FAIL)
+    return study.tell(trial, state=TrialState.FAIL)
+
+
+def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+    """A running trial's record as of now, from the handle's own copy (which Optuna keeps current):
+    no storage read (`study.get_trials` reads the whole study)."""
+    return optuna.trial.FrozenTrial(
+        number=trial.number, state=TrialState.RUNNING, value=None, values=None, datetime_start=trial.datetime_start,
+        datetime_complete=None, params=trial.params, distributions=trial.distributions, user_attrs=trial.user_attrs,
+        system_attrs={}, intermediate_values={}, trial_id=-1)  # the id is not ours to read; no row needs it
 
 
 def interrupted_to_failed(study: optuna.Study) -> list[int]:
@@ -86,6 +97,33 @@ def interrupted_to_failed(study: optuna.Study) -> list[int]:
             study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=False)
             requeued.append(t.number)
     return requeued
+
+
+@dataclass
+class DriverTime:
+    """Where the driver's time went while Ray Tune ran the trials: in the loop's callbacks (busy:
+    measuring costs, of which waiting for the trainers to pause, and the tables and status line),
+    or waiting for Ray (idle). A driver that is rarely idle makes trainers wait for new trials."""
+
+    wall_s: float = 0.0
+    busy_s: float = 0.0
+    cost_s: float = 0.0
+    cost_wait_s: float = 0.0
+    tables_s: float = 0.0
+
+    def record(self) -> dict[str, float]:
+        """The shares of the wall time, for config.yaml's `driver` (one entry per search session)."""
+        def share(seconds: float) -> float:
+            return round(seconds / self.wall_s, 4) if self.wall_s > 0 else 0.0
+        return {"wall_seconds": round(self.wall_s, 2), "busy_share": share(self.busy_s),
+                "idle_share": share(max(0.0, self.wall_s - self.busy_s)), "cost_share": share(self.cost_s),
+                "cost_wait_share": share(self.cost_wait_s), "tables_share": share(self.tables_s)}
+
+    def line(self) -> str:
+        r = self.record()
+        return (f"driver: busy {r['busy_share']:.0%} of {self.wall_s:.0f} s (measuring costs {r['cost_share']:.0%}, "
+                f"of which waiting for trainers to pause {r['cost_wait_share']:.0%}; tables and status "
+                f"{r['tables_share']:.0%}), idle {r['idle_share']:.0%}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +151,7 @@ class Proposer:
         self.nearest: tuple[float, int, str, list[str], list[str]] | None = None  # least excess:
         #   (excess, trial, arch summary, violations, the flags of the limits it breaks)
         self.given_up: str | None = None  # why screening stopped before the budget was trained
-        self.told: list[int] = []  # trials told since the caller last cleared it
+        self.told: list[optuna.trial.FrozenTrial] = []  # trials told since the caller last cleared it
         self.exhausted = False  # RESAMPLE_LIMIT draws in a row repeated tried architectures
         self._tried: dict[str, int] | None = None  # arch hash -> trial, of finished and running trials
 
@@ -205,12 +243,13 @@ class Proposer:
             trial.set_user_attr("failure_reason", reason)
         if status in ("complete", "infeasible"):
             trial.set_user_attr("accuracy", float(accuracy))
-            self.study.tell(trial, told_values(self.settings.objectives, trial.user_attrs), state=TrialState.COMPLETE)
+            told = self.study.tell(trial, told_values(self.settings.objectives, trial.user_attrs),
+                                   state=TrialState.COMPLETE)
         elif status == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
+            told = self.study.tell(trial, state=TrialState.PRUNED)
         else:
-            self.study.tell(trial, state=TrialState.FAIL)
-        self.told.append(trial.number)
+            told = self.study.tell(trial, state=TrialState.FAIL)
+        self.told.append(told)
         crash_point("trial_told")
 
 
@@ -230,12 +269,27 @@ class SearchLoop:
         self._training: dict[str, tuple[float, int, float]] = {}  # Ray trial id -> (started, epochs, seconds)
         self.closed: list[int] = []
         self.progress = Progress(live=live)
-        self.trials = self.front = None
-        self.hypervolume = 0.0
-        self._last_tables = self._last_dashboard = 0.0
+        self.tables = run_format.LiveTables(run_dir, config, settings.keep_weights)
+        self._tally = _Tally()
+        self._last_dashboard, self._dashboard_every = 0.0, 15.0
         self.stop: StopRequest | None = None  # Ctrl-C / SIGTERM; set by the caller around run()
         self.disk_full: str | None = None  # why the disk-full stop happened
         self.on_trial_start: Callable[[], None] = lambda: None  # e.g. record the Ray processes now running
+        self.driver = DriverTime()  # accumulating while Tune runs
+        self.driver_record: dict[str, float] | None = None  # DriverTime.record() of the last run, when it trained
+
+    @property
+    def trials(self):
+        """The trials table (one row per trial; built from memory, O(study): for the end of a search)."""
+        return self.tables.frame()
+
+    @property
+    def front(self):
+        return self.tables.front
+
+    @property
+    def hypervolume(self) -> float:
+        return self.tables.hypervolume
 
     @property
     def stopping(self) -> bool:
@@ -266,7 +320,7 @@ class SearchLoop:
         with self.progress:
             if self.closed:
                 self.progress.log(f"resume: trial(s) {self.closed} were interrupted; their architectures are re-queued")
-            self.refresh()
+            self.refresh(rebuild=True)
             if count_final(self.study) < self.settings.budget:
                 if self.proposer.meter.gate is not None:
                     self.proposer.meter.gate.allow_training()
@@ -282,6 +336,7 @@ class SearchLoop:
                                               verbose=0, failure_config=tune.FailureConfig(max_failures=1),
                                               stop=tune_stopper(self._stop_trials)),
                 )
+                self.driver, spent, fit_start = DriverTime(), dict(self.proposer.meter.spent), time.monotonic()
                 try:
                     with self.stop.forcible() if self.stop is not None else contextlib.nullcontext():
                         tuner.fit()
@@ -289,6 +344,11 @@ class SearchLoop:
                     if not is_disk_full(e):
                         raise
                     self.disk_full = _first_line(e)
+                self.driver.wall_s = time.monotonic() - fit_start
+                self.driver.cost_s = self.proposer.meter.spent["cost_seconds"] - spent["cost_seconds"]
+                self.driver.cost_wait_s = self.proposer.meter.spent["cost_wait_seconds"] - spent["cost_wait_seconds"]
+                self.driver_record = self.driver.record()  # before finish() rebuilds the tables outside Tune
+                self.progress.log(self.driver.line())
                 self._interrupt_running()
             if self.proposer.given_up is not None:
                 self.progress.log(self.proposer.given_up)
@@ -308,7 +368,7 @@ class SearchLoop:
         s = self.settings
         if "latency" not in s.objectives and s.constraints.max_latency_ms is None:
             return
-        self.refresh()
+        self.refresh(rebuild=True)
         before = len(self.front)
         for _ in range(CONFIRM_ROUNDS):
             todo = [int(t) for t, done in zip(self.front["trial"], self.front["confirmed"]) if not done]
@@ -317,7 +377,7 @@ class SearchLoop:
             arch = dict(zip(self.trials["trial"], self.trials["arch_json"]))
             found = self.proposer.meter.confirm([arch[t] for t in todo], CONFIRM_PASSES)
             run_format.record_confirmed(self.study, dict(zip(todo, found)))
-            self.refresh()
+            self.refresh(rebuild=True)
             self.progress.log(f"confirmation: re-timed {len(todo)} front member(s) in {CONFIRM_PASSES} "
                               f"interleaved passes; front {before} -> {len(self.front)}, "
                               f"{int(self.front['marginal'].sum())} marginal")
@@ -326,7 +386,7 @@ class SearchLoop:
         """Trials Tune stopped because the search was asked to stop: interrupted, re-queued once."""
         for key, trial in list(self.running.items()):
             try:
-                interrupt(self.study, trial, trial.user_attrs)
+                self.proposer.told.append(interrupt(self.study, trial, trial.user_attrs))
             except Exception as e:  # a full disk: left RUNNING, the next resume closes it the same way
                 if not is_disk_full(e):
                     raise
@@ -337,27 +397,46 @@ class SearchLoop:
         crash_point("finishing")
         if self.stopping:  # rewrite the live dashboard now: with no trial running it stops reloading itself
             self._last_dashboard = 0.0
-        self.refresh()
+        self.refresh(rebuild=True)
 
-    # -- what the Ray adapter forwards ------------------------------------------------------------
+    # -- what the Ray adapter forwards (the driver's busy time) -------------------------------------
+    @contextlib.contextmanager
+    def _busy(self, part: str = "busy_s"):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            setattr(self.driver, part, getattr(self.driver, part) + time.monotonic() - started)
+
     def start(self, key: str) -> dict[str, Any] | None:
+        with self._busy():
+            return self._start(key)
+
+    def on_result(self, key: str, result: dict[str, Any]) -> None:
+        with self._busy():
+            self._on_result(key, result)
+
+    def on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
+        with self._busy():
+            self._on_complete(key, result, error)
+
+    def _start(self, key: str) -> dict[str, Any] | None:
         """The Ray config of the next trial to train, or None when the budget is spent (or the
         search was asked to stop)."""
         if self.stopping:
             return None
         candidate = self.proposer.propose()
-        if self.proposer.told:
-            self.refresh()
         if candidate is None:
+            self.refresh()
             return None
         self.running[key] = candidate.trial
         self._training[key] = (time.monotonic(), 0, 0.0)
         self.on_trial_start()
-        self.refresh(started=True)
+        self.refresh(_frozen(candidate.trial))
         crash_point("trial_started")
         return {"trial": candidate.trial.number, "arch": candidate.arch_json, **self.trial_spec}
 
-    def on_result(self, key: str, result: dict[str, Any]) -> None:
+    def _on_result(self, key: str, result: dict[str, Any]) -> None:
         trial = self.running.get(key)
         if trial is None:
             return
@@ -367,7 +446,7 @@ class SearchLoop:
         self._training[key] = (started, int(result.get("epoch", 0)), float(result.get("train_seconds", 0.0)))
         self.progress.update(self.status())  # the epoch moves the status line; the tables wait for the tell
 
-    def on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
+    def _on_complete(self, key: str, result: dict[str, Any] | None, error: bool) -> None:
         trial = self.running.pop(key, None)
         self._training.pop(key, None)
         if trial is None:
@@ -387,9 +466,9 @@ class SearchLoop:
         reason = str(result.get("failure_reason", ""))
         if status == "failed" and is_disk_full(reason):  # the trial is not at fault: stop, re-queue it
             self.disk_full = reason
-            interrupt(self.study, trial, trial.user_attrs)
+            self.proposer.told.append(interrupt(self.study, trial, trial.user_attrs))
         elif self.stopping and not (status == "complete" and full_fidelity(epochs_done, self.settings.train.epochs)):
-            interrupt(self.study, trial, trial.user_attrs)  # its worker saw the Ctrl-C too
+            self.proposer.told.append(interrupt(self.study, trial, trial.user_attrs))  # its worker saw the Ctrl-C too
         elif error:
             tell(trial, "failed", reason="the trial's worker process crashed or was lost (see Ray logs)")
         elif status == "failed":
@@ -425,68 +504,61 @@ class SearchLoop:
         return not violations
 
     # -- tables, dashboard, status line -----------------------------------------------------------
-    def refresh(self, started: bool = False) -> None:
-        """Rewrite the tables from the study (a start alone only moves the status line, at most
-        every 2 s), prune weights off the front, keep the live dashboard current."""
+    def refresh(self, *changed: optuna.trial.FrozenTrial, rebuild: bool = False) -> None:
+        """Record the trials told since the last call (and `changed`) in the tables, a row each, or
+        rebuild both tables from the study (start, finish); keep the live dashboard current."""
+        with self._busy("tables_s"):
+            self._refresh(changed, rebuild)
+
+    def _refresh(self, changed, rebuild: bool) -> None:
+        changed = (*self.proposer.told, *changed)
         self.proposer.told.clear()
-        if not (started and self.trials is not None and time.monotonic() - self._last_tables < 2.0):
-            self._last_tables = time.monotonic()
-            try:
-                self._write_tables()
-            except Exception as e:  # called from Ray's callbacks: a full disk stops the search, not Ray
-                if not is_disk_full(e):
-                    raise
-                self.disk_full = self.disk_full or _first_line(e)  # study.db has it all; resume rewrites the tables
-                return
-            if self.dashboard:
-                self._refresh_dashboard()
+        try:
+            if rebuild:
+                self.tables.rebuild(self.study)
+                self._tally = _Tally(self.tables.rows.values())
+            for trial in changed:
+                old = self.tables.rows.get(trial.number)
+                self._tally.replace(old, self.tables.update(trial))
+        except Exception as e:  # called from Ray's callbacks: a full disk stops the search, not Ray
+            if not is_disk_full(e):
+                raise
+            self.disk_full = self.disk_full or _first_line(e)  # study.db has it all; resume rewrites the tables
+            return
+        if self.dashboard:
+            self._refresh_dashboard()
         self.progress.update(self.status())
 
-    def _write_tables(self) -> None:
-        """trials.csv and pareto.csv from the study (pruning weights off the front first)."""
-        while True:
-            trials = run_format.trials_frame(self.study, self.config, self.run_dir)
-            front, hv = run_format.pareto_frame(trials, self.config)
-            if not _prune_weights(self.run_dir, trials, front, self.settings.keep_weights):
-                break
-        run_format.write_csv_atomic(trials, self.run_dir / run_format.TRIALS)
-        crash_point("between_tables")
-        run_format.write_csv_atomic(front, self.run_dir / run_format.PARETO)
-        self.trials, self.front, self.hypervolume = trials, front, hv
-
-    def _refresh_dashboard(self, every_s: float = 15.0) -> None:
-        """Keep RUN/dashboard.html current while searching (cheap version: no importance fit)."""
-        if not len(self.trials) or time.monotonic() - self._last_dashboard < every_s:
+    def _refresh_dashboard(self) -> None:
+        """Keep RUN/dashboard.html current while searching (cheap version: no importance fit). It reads
+        and plots the whole run, so it is rewritten at most every 15 s, and less often when it is slow
+        (at most 5% of the driver's time)."""
+        if not self.tables.rows or time.monotonic() - self._last_dashboard < self._dashboard_every:
             return
-        self._last_dashboard = time.monotonic()
         from cspnas.results.dashboard import write_dashboard
 
+        started = time.monotonic()
         try:
             write_dashboard(self.run_dir, importance=False)
         except Exception as e:  # a plotting problem must never stop a search
             log.warning("dashboard refresh failed: %s", e)
+        self._last_dashboard = time.monotonic()
+        self._dashboard_every = max(15.0, 20 * (self._last_dashboard - started))
 
     def status(self) -> Status:
-        trials, now = self.trials, time.monotonic()
-        states = trials["state"].value_counts().to_dict() if len(trials) else {}
-        complete = trials[trials["state"] == "complete"]["accuracy"].dropna() if len(trials) else []
-        done = sum(states.get(k, 0) for k in TRAINED_STATES)
+        tally, now = self._tally, time.monotonic()
+        done = sum(tally.states[k] for k in TRAINED_STATES)
         running = tuple(Running(self.running[k].number, epochs, now - started)
                         for k, (started, epochs, _) in self._training.items() if k in self.running)
-        # training seconds per epoch: trials that trained (twins copy theirs), then the running ones
-        trained = trials[trials["state"].isin(FINAL_STATES) & (trials["epochs_done"] > 0)
-                         & trials["duplicate_of"].isna()] if len(trials) else trials
-        seconds = float(trained["train_seconds"].fillna(0).sum()) if len(trials) else 0.0
-        epochs = int(trained["epochs_done"].sum()) if len(trials) else 0
+        seconds, epochs = tally.seconds, tally.epochs  # trials that trained, then the running ones
         for _, e, s in self._training.values():
             seconds, epochs = seconds + s, epochs + e
-        untrained = int(trials[trials["state"].isin(TRAINED_STATES)]["duplicate_of"].notna().sum()) if len(trials) else 0
         return Status(done=done, budget=self.settings.budget, running=running,
-                      infeasible=states.get("infeasible", 0), failed=states.get("failed", 0),
-                      pruned=states.get("pruned", 0), best_accuracy=float(max(complete)) if len(complete) else None,
+                      infeasible=tally.states["infeasible"], failed=tally.states["failed"],
+                      pruned=tally.states["pruned"], best_accuracy=tally.best_accuracy,
                       front_size=len(self.front), hypervolume=self.hypervolume, elapsed_s=now - self.t0,
                       epochs=self.settings.train.epochs, epoch_seconds=seconds / epochs if epochs else None,
-                      trained_share=(done - untrained) / done if done else 1.0,
+                      trained_share=(done - tally.untrained) / done if done else 1.0,
                       concurrency=self.settings.concurrency)
 
 
@@ -506,17 +578,38 @@ def _dominated(row: dict[str, Any], front, objectives) -> bool:
     return False
 
 
-def _prune_weights(run_dir: Path, trials, front, keep: str) -> bool:
-    """Keep weights of front members only (unless --keep-weights all), so disks don't fill up."""
-    if keep == "all" or trials is None or not len(trials):
-        return False
-    keep_paths = set(front["weights"].dropna()) if keep == "front" and len(front) else set()
-    finished = trials[trials["state"].isin(["complete", "pruned", "failed"])]
-    pruned = False
-    for rel in set(finished["weights"].dropna()) - keep_paths - {""}:
-        (run_dir / rel).unlink(missing_ok=True)
-        pruned = True
-    return pruned
+class _Tally:
+    """What the status line counts over the trials table, kept up to date a row at a time (a row
+    replaced subtracts the old one) instead of recounted after every trial."""
+
+    def __init__(self, rows=()):
+        self.states: Counter[str] = Counter()
+        self.seconds, self.epochs, self.untrained = 0.0, 0, 0  # training seconds and epochs done; untrained
+        self.best_accuracy: float | None = None
+        for row in rows:
+            self.replace(None, row)
+
+    def replace(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        for row, sign in ((old, -1), (new, 1)):
+            if row is None:
+                continue
+            self.states[row["state"]] += sign
+            if row["state"] not in FINAL_STATES:
+                continue
+            twin = _present(row.get("duplicate_of"))
+            if twin and row["state"] in TRAINED_STATES:  # a budget trial that copied a twin's training
+                self.untrained += sign
+            if row["state"] == "infeasible" or twin:  # finished without training
+                continue
+            if (row.get("epochs_done") or 0) > 0:
+                self.seconds += sign * (row["train_seconds"] if _present(row.get("train_seconds")) else 0.0)
+                self.epochs += sign * row["epochs_done"]
+        if new["state"] == "complete" and _present(new.get("accuracy")):  # a trial's accuracy never changes
+            self.best_accuracy = max(self.best_accuracy or 0.0, float(new["accuracy"]))
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value == value  # NaN != NaN
 
 
 def _first_line(e: BaseException) -> str:

@@ -27,6 +27,7 @@ import os
 import platform
 import socket
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,11 @@ class Measurer:
         model = self._model(arch_json)
         lat_settings = LatencySettings.from_dict(settings)
         gate = MeasureGate(self.lock_dir, node=self.fp["node_id"]).exclusive() if gated else contextlib.nullcontext()
+        start = time.perf_counter()
         with gate:
+            waited = time.perf_counter() - start  # for trainers to pause (the driver's accounting)
             lat = measure_latency(model, lat_settings, self.calibration)
-        return latency_record(lat, fingerprint_id(self.fp))
+        return {**latency_record(lat, fingerprint_id(self.fp)), "cost_wait_seconds": waited}
 
     def confirm(self, arch_jsons: list[str], settings: dict[str, Any], rounds: int) -> list[dict[str, Any]]:
         """Re-time several architectures in `rounds` interleaved passes (each pass in another order:

@@ -232,6 +232,9 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
             loop.run(resources, _scheduler(settings))
         except KeyboardInterrupt:  # a second Ctrl-C
             raise resume_hint(run_dir, signal.SIGINT) from None
+        if loop.driver_record is not None and loop.disk_full is None:  # the driver's busy share, one per session
+            config.setdefault("driver", []).append(loop.driver_record)
+            run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
         if stop.requested:
             raise resume_hint(run_dir, stop.signum)
         if loop.disk_full is not None:

@@ -84,11 +84,14 @@ def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMan
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-             batch_size: int = 512, device: torch.device | str | None = None, bf16: bool = True) -> float:
+             batch_size: int = 512, device: torch.device | str | None = None, bf16: bool = True,
+             step_hook: Callable[[], None] | None = None) -> float:
     """Top-1 accuracy (0..1) of ``model`` on uint8 images ``x`` with labels ``y``.
 
     Runs on ``device`` (default: where the model's parameters are), moving batches there as
     needed; counts correct predictions on the device and reads the total once at the end.
+    ``step_hook`` runs between batches (as between training steps: a latency measurement
+    waits for one batch, not for the whole pass).
     """
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty split")
@@ -106,6 +109,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, mean: Sequen
             xb = _prepare(x[start:start + batch_size].to(device, non_blocking=True), scale, shift, on_cuda)
             yb = y[start:start + batch_size].to(device, non_blocking=True)
             correct += (model(xb).argmax(dim=1) == yb).sum()
+            if step_hook is not None:
+                step_hook()
     model.train(was_training)
     return correct.item() / len(x)
 
@@ -247,7 +252,8 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
     file already exists, training resumes from it (the LR schedule follows ``cfg.epochs``).
     Shuffling and augmentation draw from a generator seeded with ``cfg.seed``; initialising
     the model reproducibly is the caller's job. ``step_hook`` runs between optimizer steps
-    (the search uses it to pause training while a latency measurement runs).
+    and between evaluation batches (the search uses it to pause training while a latency
+    measurement runs).
     """
     device = resolve_device(cfg.device)
     on_cuda = device.type == "cuda"
@@ -326,7 +332,7 @@ def train(model: nn.Module, data: ImageData, cfg: TrainConfig, *,
         train_seconds = time.perf_counter() - epoch_start
 
         acc = evaluate(model, eval_x, eval_y, mean=data.mean, std=data.std,
-                       batch_size=eval_batch_size(cfg, device), device=device, bf16=cfg.bf16)
+                       batch_size=eval_batch_size(cfg, device), device=device, bf16=cfg.bf16, step_hook=step_hook)
         seconds = time.perf_counter() - epoch_start
         history.val_acc.append(acc)
         history.train_loss.append(train_loss)

@@ -38,7 +38,7 @@ from cspnas.fsutil import check_writable_dir, write_atomic, writing
 from cspnas.objectives import (COLUMNS, CONFIRMED_COLUMNS, OBJECTIVES, bind, marginal, optuna_directions, run_limits,
                                run_objectives, run_references, settled)
 from cspnas.pareto import Objective, compute_front, hypervolume_curve
-from cspnas.search.faults import crash_point
+from cspnas.faults import crash_point
 from cspnas.space.searchspace import load_yaml
 from cspnas.study_db import check_study_db
 

@@ -28,7 +28,7 @@ from cspnas.cost.onnx_runtime import QuantizationError
 from cspnas.objectives import OBJECTIVES, told_values
 from cspnas.run_format import FINAL_STATES, TRAINED_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
-from cspnas.search.faults import cost_fault, crash_point
+from cspnas.faults import cost_fault, crash_point
 from cspnas.search.interrupt import StopRequest, is_disk_full, tune_stopper
 from cspnas.search.packing import WORKER_ATTRS
 from cspnas.search.progress import Progress, Running, Status

@@ -22,7 +22,7 @@ from cspnas.errors import CspnasError
 from cspnas.objectives import references
 from cspnas.runlock import RunLock
 from cspnas.search.costs import CostMeter
-from cspnas.search.faults import crash_point
+from cspnas.faults import crash_point
 from cspnas.search.gate import MeasureGate
 from cspnas.search.interrupt import StopRequest, resume_hint
 from cspnas.search.leftovers import end_leftovers, local_ray_processes

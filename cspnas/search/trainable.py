@@ -25,7 +25,7 @@ from ray import tune
 from cspnas.data import ImageData, load_dataset
 from cspnas.models import build_model
 from cspnas.search.evaluators import DEFAULT_EVALUATOR, candidate_evaluator
-from cspnas.search.faults import trial_fault
+from cspnas.faults import trial_fault
 from cspnas.search.gate import STOP_FILE, MeasureGate, SearchStopping
 from cspnas.search.packing import Ledger, this_device, trial_bytes
 from cspnas.space import ArchConfig

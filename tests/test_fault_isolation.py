@@ -1,7 +1,7 @@
 """One trial's failure stays that trial's: a Ray worker that dies, or a trial out of host or GPU
 memory, is recorded as failed with its reason, and the search goes on to its budget.
 
-Faults are injected with CSPNAS_TEST_FAULT (cspnas/search/faults.py), read by the trainable in
+Faults are injected with CSPNAS_TEST_FAULT (cspnas/faults.py), read by the trainable in
 the Ray worker at the end of a trial's first epoch (of two, so mid-training):
   exit@1     the worker process of trial 1 dies (os._exit) on every attempt
   exit@2x1   the worker of trial 2 dies on the first attempt only (Ray's retry recovers it)

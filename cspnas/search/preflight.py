@@ -1,6 +1,8 @@
 """Pre-flight: refuse hard limits that nothing in the search space can meet, before any file exists."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 
 import optuna
 
@@ -86,6 +88,7 @@ def check_constraints_reachable(space: SearchSpace, settings: SearchSettings, me
     if c.max_params is None and c.max_macs is None and c.max_latency_ms is None:
         return
     size = meter.input_size
+    meter = replace(meter, gate=None)  # before any trainer runs: nothing to pause, no lock file written
     latencies: dict[str, float] = {}
 
     def latency_of(arch: ArchConfig) -> float:

@@ -217,6 +217,7 @@ class Proposer:
                                ("arch_summary", arch.summary()), ("epochs", s.train.epochs), ("epochs_done", 0)):
                 trial.set_user_attr(key, value)
             self.tell(trial, "failed", reason=str(e))
+            self.asked += 1  # a failed candidate uses budget (count_final counts it on resume too)
             return None
         values, violations = s.constraints.check(cost)
         for key, value in values.items():

@@ -6,6 +6,9 @@ JOBS.json is a list of {"model": path, "backend_info": a trial's `latency_backen
 (trials.csv), "shape": [N, C, H, W]}; each model is timed under the recorded session options and
 warm-up. Prints a JSON list of {"model", "median_ms", "runs"}. Run it as a fresh process, so
 nothing of the search (its imports, threads, allocator state) is shared with the measurement.
+
+The session-option and timing code repeats cspnas/cost/onnx_runtime.py on purpose: this script is the
+independent check of that module, so it must not import it (a shared bug would agree with itself).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import numpy as np
 from cspnas.errors import CspnasError
 from cspnas.fsutil import write_atomic
 from cspnas.latency_model.features import FEATURES, arch_features
-from cspnas.latency_model.profile import TIMING_ONLY, read_json
+from cspnas.latency_model.profile import TIMING_ONLY, read_versioned
 from cspnas.space import ArchConfig
 
 MODEL_FORMAT, MODEL_VERSION = "cspnas latency model", 1
@@ -131,12 +131,8 @@ def fit_model(archs: Sequence[ArchConfig], latencies_ms: Sequence[float], valid_
 
 def load_model(path: str | Path) -> LatencyModel:
     """A model file, or one line saying what is wrong with it (exit 2 at the CLI)."""
-    data = read_json(path, "latency model")
-    if data.get("format") != MODEL_FORMAT:
-        raise CspnasError(f"{path} is not a cspnas latency model; make one with `cspnas latency fit`")
-    if data.get("version") != MODEL_VERSION:
-        raise CspnasError(f"{path}: latency model version {data.get('version')!r}, this cspnas reads version "
-                          f"{MODEL_VERSION}; fit it again with `cspnas latency fit`")
+    data = read_versioned(path, "latency model", MODEL_FORMAT, MODEL_VERSION,
+                          make="make one with `cspnas latency fit`", redo="fit it again with `cspnas latency fit`")
     if data.get("features") != list(FEATURES):
         raise CspnasError(f"{path}: latency model has other features than this cspnas computes; fit it again")
     coef, valid = data.get("coef"), data.get("valid_for")

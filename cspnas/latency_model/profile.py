@@ -166,13 +166,20 @@ def read_json(path: str | Path, what: str) -> dict[str, Any]:
     return data
 
 
+def read_versioned(path: str | Path, what: str, fmt: str, version: int, *, make: str, redo: str) -> dict[str, Any]:
+    """A cspnas JSON file of format `fmt` and this `version` (profiles, latency models), or one line saying
+    what it is instead and what to do (`make`: how to create one; `redo`: how to re-create it)."""
+    data = read_json(path, what)
+    if data.get("format") != fmt:
+        raise CspnasError(f"{path} is not a cspnas {what}; {make}")
+    if data.get("version") != version:
+        raise CspnasError(f"{path}: {what} version {data.get('version')!r}, this cspnas reads version {version}; {redo}")
+    return data
+
+
 def read_profile(path: str | Path) -> Profile:
-    data = read_json(path, "profile")
-    if data.get("format") != PROFILE_FORMAT:
-        raise CspnasError(f"{path} is not a cspnas latency profile; make one with `cspnas latency profile`")
-    if data.get("version") != PROFILE_VERSION:
-        raise CspnasError(f"{path}: latency profile version {data.get('version')!r}, this cspnas reads version "
-                          f"{PROFILE_VERSION}; profile again with this cspnas")
+    data = read_versioned(path, "latency profile", PROFILE_FORMAT, PROFILE_VERSION,
+                          make="make one with `cspnas latency profile`", redo="profile again with this cspnas")
     measurements = data.pop("measurements", None)
     needed = ("space", "space_yaml", "latency", "n", "repeats", "seed", "corners", "fingerprint")
     missing = [k for k in needed if k not in data]

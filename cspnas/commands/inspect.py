@@ -9,9 +9,11 @@ from rich.table import Table
 from cspnas.commands.flags import given
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
 from cspnas.models import PRESETS, build_model, load_arch
+from cspnas.models.families import MEMBERS, family_member
 from cspnas.space import stage_channels
 from cspnas.space.footprint import ensure_fits, footprint
 from cspnas.tables import print_table
+from cspnas.units import format_count
 
 
 def presets_table(*, as_json: bool) -> int:
@@ -20,14 +22,28 @@ def presets_table(*, as_json: bool) -> int:
         arch = make()
         rows.append({"name": name, "params": count_params(build_model(arch)), "stages": arch.summary(),
                      "arch_hash": arch.arch_hash()})
+    members = []
+    for name, (family, size) in MEMBERS.items():
+        arch = family_member(family, size)
+        model = build_model(arch)
+        members.append({"name": name, "family": family, "size": size, "params": count_params(model),
+                        "macs": count_macs(model, in_chs=arch.in_chs, input_size=32).total,
+                        "stages": arch.summary(), "arch_hash": arch.arch_hash()})
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + members, indent=2))
         return 0
     table = Table(title="Published CSPNet-family presets (1000 classes, 3 input channels)")
     for col in ("name", "params", "stages"):
         table.add_column(col, justify="right" if col == "params" else "left")
     for r in rows:
         table.add_row(r["name"], f"{r['params']:,}", r["stages"])
+    print_table(table)
+    table = Table(title="Hand-designed families for small inputs (32 px, 10 classes; README \"Baseline families\")")
+    for col in ("name", "family", "params", "MACs", "stages"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    for r in members:
+        table.add_row(r["name"], r["family"], f"{r['params']:,}", format_count(r["macs"]),
+                      r["stages"])
     print_table(table)
     return 0
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from cspnas.errors import ArchError, CspnasError
 from cspnas.models.blocks import ConvNormAct
+from cspnas.models.families import MEMBERS, family_member
 from cspnas.models.presets import PRESETS
 from cspnas.models.stages import build_stage
 from cspnas.space.arch import ArchConfig, StemConfig, parse_json, validate
@@ -130,6 +131,8 @@ def load_arch(source: ArchConfig | str | Path | dict) -> ArchConfig:
     text = str(source)
     if text in PRESETS:
         return PRESETS[text]()
+    if text in MEMBERS:  # a hand-designed family member, for 32 px inputs (cspnas.models.families)
+        return family_member(*MEMBERS[text])
     path = Path(text)
     if path.suffix.lower() == ".json" or path.exists():
         if not path.is_file():

@@ -66,7 +66,7 @@ def darknet53(num_classes: int = 1000, in_chs: int = 3) -> ArchConfig:
     )
 
 
-def _make_divisible(v: float, divisor: int = 8) -> int:
+def make_divisible(v: float, divisor: int = 8) -> int:
     # timm's make_divisible (round to nearest multiple, never more than 10% down)
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new_v + divisor if new_v < 0.9 * v else new_v
@@ -74,10 +74,10 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 
 def _cs3darknet(width: float, depth: float, num_classes: int, in_chs: int) -> ArchConfig:
     return ArchConfig(
-        stem=StemConfig(out_chs=tuple(_make_divisible(c * width) for c in (32, 64)), kernel_size=3, stride=2,
+        stem=StemConfig(out_chs=tuple(make_divisible(c * width) for c in (32, 64)), kernel_size=3, stride=2,
                         act="silu"),
         stages=_stages(tuple(int(d * depth) for d in (3, 6, 9, 3)),  # timm truncates depth multiples
-                       tuple(_make_divisible(c * width) for c in (128, 256, 512, 1024)), 2,
+                       tuple(make_divisible(c * width) for c in (128, 256, 512, 1024)), 2,
                        stage_type="fusion_first", block_type="dark", bottle_ratio=1.0, act="silu"),
         in_chs=in_chs, num_classes=num_classes,
     )

@@ -73,6 +73,15 @@ def _references(settings: SearchSettings, meter: CostMeter, space: SearchSpace, 
                       lambda: meter.measure(_largest_arch(space, in_chs, num_classes)))
 
 
+def latency_settings(settings: SearchSettings, in_chs: int, input_size: int) -> LatencySettings:
+    """How this search times a candidate (experiments time baselines the same way)."""
+    return LatencySettings(backend=settings.latency_backend, device=settings.latency_device,
+                           batch_size=settings.latency_batch_size, in_chs=in_chs, input_size=input_size,
+                           threads=settings.latency_threads, dtype=settings.latency_dtype,
+                           min_run_time_s=settings.latency_min_run_time_s, precision=settings.latency_precision,
+                           calibration_seed=settings.seed)
+
+
 def cluster_train_device(name: str, cluster_gpus: float) -> str:
     """The training device on a joined cluster, judged by the cluster's GPUs, not the driver's:
     a CPU-only head node with GPU workers must still train on CUDA."""
@@ -156,10 +165,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                         split_seed=settings.seed, train_subset=settings.train_subset, image_size=settings.image_size)
     train_device = _resolve_train_device(settings)
     input_size = settings.latency_input_size or data.input_size
-    latency = LatencySettings(backend=settings.latency_backend, device=settings.latency_device, batch_size=settings.latency_batch_size,
-                              in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
-                              dtype=settings.latency_dtype, min_run_time_s=settings.latency_min_run_time_s,
-                              precision=settings.latency_precision, calibration_seed=settings.seed)
+    latency = latency_settings(settings, data.in_chs, input_size)
     try:
         latency.torch_device()  # a GPU that isn't there fails now, not after the run directory exists
     except CspnasError as e:

@@ -272,3 +272,26 @@ def test_driver_stall_smoke(tmp_path: Path):
     assert 0 <= wait["median"] <= wait["max"] and r["training_step_s"]["median"] > 0
     (driver,) = r["driver"]
     assert driver["busy_share"] + driver["idle_share"] == pytest.approx(1, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_headline_smoke_then_resume_redoes_nothing(tmp_path: Path):
+    out = tmp_path / "headline.json"
+    proc = run_script("headline.py", "--smoke", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["complete"] and len(r["levels"]) == 3 and r["levels"] == sorted(r["levels"])
+    families = {m["family"] for m in r["models"].values() if m["kind"] == "baseline"}
+    assert families == {"resnet", "cspresnet", "cspdarknet", "cs3darknet", "darknet"}
+    assert set(r["runs"]) == {"cspnas", "random"} and r["picks"]
+    for name, m in r["models"].items():  # every compared model: fully trained, tested, re-timed
+        assert set(m["test_acc"]) == {"0"} and 0 <= m["test_acc"]["0"] <= 1 and m["latency_ms"] > 0, name
+    for pick, name in r["picks"].items():  # a pick is at or under its level when the search timed it
+        assert r["models"][name]["search_latency_ms"] <= r["levels"][int(pick.split("@")[1])]
+    assert len(r["verdicts"]) == 3 and (out.with_suffix(".svg")).is_file()
+    before = out.read_text()
+    proc = run_script("headline.py", "--smoke", "--resume", "--out", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "seed 0" not in proc.stdout  # nothing trained again
+    after = json.loads(out.read_text())
+    assert after["models"] == json.loads(before)["models"]

@@ -116,17 +116,25 @@ SCORES: dict[str, ZeroCostScore] = {s.name: s for s in (
 COLUMNS = tuple(s.column for s in SCORES.values())
 
 
-def zero_cost_scores(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor") -> dict[str, float | None]:
+def zero_cost_scores(model: "nn.Module", x: "torch.Tensor", y: "torch.Tensor",
+                     threads: int = 1) -> dict[str, float | None]:
     """Every score of `model` on the batch (x, y), by column (zc_<name>); each that changes the model on
-    its own copy (the caller's is untouched). A score that is not a finite number is None."""
+    its own copy (the caller's is untouched). A score that is not a finite number is None. `threads`:
+    torch threads meanwhile (1: the search's driver shares its cores with trainers; on a busy 2-core
+    host one thread scored ~10x faster than two)."""
     import torch
 
     out: dict[str, float | None] = {}
-    with torch.random.fork_rng(devices=[]):  # the caller's random state is not consumed
-        for s in SCORES.values():
-            torch.manual_seed(0)
-            value = s.fn(copy.deepcopy(model) if s.changes_model else model, x, y)
-            out[s.column] = value if math.isfinite(value) else None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is not consumed
+            for s in SCORES.values():
+                torch.manual_seed(0)
+                value = s.fn(copy.deepcopy(model) if s.changes_model else model, x, y)
+                out[s.column] = value if math.isfinite(value) else None
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

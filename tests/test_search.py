@@ -16,7 +16,7 @@ from cspnas.run_format import load_run, objectives_of, open_storage
 from cspnas.search.runner import run_search
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 
-FINAL = {"complete", "infeasible", "pruned", "failed"}
+FINAL = {"complete", "infeasible", "pruned", "failed", "prefiltered"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,11 +45,23 @@ def load(run: Path):
 
 def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     limits = Constraints(max_params=150_000, max_latency_ms=50.0)
-    out = run_search(settings(tmp_path, "ci", budget=8, constraints=limits, sampler="random"), live=False)
+    out = run_search(settings(tmp_path, "ci", budget=8, constraints=limits, sampler="random",
+                              prefilter="params:0.5", prefilter_warmup=2), live=False)
     run = out.run_dir
     trials, front, study = load(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["settings"]["budget"] == 8 and config["settings"]["constraints"]["max_params"] == 150_000
+    assert config["settings"]["prefilter"] == "params:0.5" and config["zero_cost"]["images"] == 64
+    # zero-cost scores for every screened candidate; --prefilter left the low ones untrained, off the front
+    screened = trials[trials["state"] != "resampled"]
+    assert screened[["zc_synflow", "zc_naswot", "zc_grad_norm", "zc_params"]].notna().all().all()
+    assert (screened["zc_params"] == screened["params"]).all()
+    prefiltered = trials[trials["state"] == "prefiltered"]
+    assert len(prefiltered) > 0 and prefiltered["feasible"].all() and (prefiltered["epochs_done"] == 0).all()
+    assert prefiltered["accuracy"].isna().all() and not set(prefiltered["trial"]) & set(front["trial"])
+    from cspnas.results.report import run_totals, totals_line
+
+    assert f"{len(prefiltered)} prefiltered" in totals_line(run_totals(load_run(run)))
     # the driver's accounting: per candidate its wait for the trainers to pause, per session its busy share
     assert ((0 <= trials["cost_wait_seconds"]) & (trials["cost_wait_seconds"] <= trials["cost_seconds"])).all()
     (driver,) = config["driver"]
@@ -57,7 +69,7 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     assert 0 < driver["cost_share"] <= driver["busy_share"] and driver["cost_wait_share"] <= driver["cost_share"]
 
     # exactly the budget trained (infeasible candidates use none), all final; the table is the study
-    assert (trials["state"] != "infeasible").sum() == 8 and set(trials["state"]) <= FINAL
+    assert (~trials["state"].isin(["infeasible", "prefiltered"])).sum() == 8 and set(trials["state"]) <= FINAL
     assert sorted(trials["trial"]) == sorted(t.number for t in study.trials)
 
     infeasible = trials[trials["state"] == "infeasible"]

@@ -272,7 +272,7 @@ class Proposer:
         if rank >= fraction:
             return False
         trial.set_user_attr("prefilter_rank", rank)
-        self.tell(trial, "prefiltered", reason=f"{name} {value:.4g} ranks at {rank:.0%} of the {len(earlier)} feasible "
+        self.tell(trial, "prefiltered", reason=f"{name} {value:.4g} beats only {rank:.0%} of the {len(earlier)} feasible "
                                                f"candidates scored before it (--prefilter {name}:{fraction:g})")
         return True
 

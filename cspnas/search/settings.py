@@ -154,11 +154,11 @@ class SearchSettings:
         if self.prefilter is not None:
             name, fraction = parse_prefilter(self.prefilter)
             object.__setattr__(self, "prefilter", f"{name}:{fraction:g}")  # one spelling in config.yaml
+        object.__setattr__(self, "objectives", parse_objectives(self.objectives))  # also a YAML list
 
     def prefilter_rule(self) -> tuple[str, float] | None:
         """--prefilter as (score name, fraction), or None."""
         return parse_prefilter(self.prefilter) if self.prefilter is not None else None
-        object.__setattr__(self, "objectives", parse_objectives(self.objectives))  # also a YAML list
 
     def data_spec(self) -> dict[str, Any]:
         """load_dataset keyword arguments of this search's data (every trial and export load the same)."""

@@ -34,6 +34,7 @@ import yaml
 
 from cspnas import __version__
 from cspnas.errors import CspnasError
+from cspnas.cost.zero_cost import COLUMNS as SCORE_COLUMNS
 from cspnas.fsutil import check_writable_dir, write_atomic, writing
 from cspnas.objectives import (COLUMNS, CONFIRMED_COLUMNS, OBJECTIVES, bind, marginal, optuna_directions, run_limits,
                                run_objectives, run_references, settled)
@@ -44,8 +45,9 @@ from cspnas.study_db import check_study_db
 
 CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
 STUDY_NAME = "cspnas"
-STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled")
-FINAL_STATES = ("complete", "infeasible", "pruned", "failed")  # states a screened candidate ends in
+STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled", "prefiltered")
+# states a screened candidate ends in (prefiltered: feasible, but its zero-cost score ranked too low to train)
+FINAL_STATES = ("complete", "infeasible", "pruned", "failed", "prefiltered")
 TRAINED_STATES = ("complete", "pruned", "failed")  # handed to training: what --budget counts
 
 _MEASURED = [c for c in COLUMNS if c != "accuracy"]
@@ -53,7 +55,7 @@ TRIAL_COLUMNS = [
     "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
     *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend",
     "latency_predicted_ms", "latency_measured_ms", "latency_source",  # --latency-model: which value was used
-    "feasible", "violations",
+    "feasible", "violations", *SCORE_COLUMNS,  # zero-cost scores (cspnas.cost.zero_cost)
     "val_acc_per_epoch", "accuracy", "val_acc_int8", "train_seconds", "cost_seconds", "cost_wait_seconds", "started_at",
     "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
@@ -65,7 +67,7 @@ PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_m
                   "confirmed", "marginal"]
 _NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "latency_predicted_ms",
             "latency_measured_ms", "val_acc_int8", "train_seconds", "cost_seconds",
-            "cost_wait_seconds", "hypervolume", *CONFIRMED_COLUMNS)
+            "cost_wait_seconds", "hypervolume", *CONFIRMED_COLUMNS, *SCORE_COLUMNS)
 _TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "latency_source", "violations", "val_acc_per_epoch",
          "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
 
@@ -213,6 +215,7 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
         "latency_runs": a.get("latency_runs"), "latency_backend": _json_text(a.get("latency_backend", "")),
         **{k: a.get(k) for k in ("latency_predicted_ms", "latency_measured_ms", "latency_source")},
         "feasible": a.get("feasible"), "violations": "; ".join(a.get("violations", [])),
+        **{c: a.get(c) for c in SCORE_COLUMNS},
         "val_acc_per_epoch": json.dumps(a.get("val_acc_per_epoch", [])),
         "accuracy": a.get("accuracy") if state == "complete" else None,
         "val_acc_int8": a.get("val_acc_int8") if state == "complete" else None,

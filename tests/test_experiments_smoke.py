@@ -65,7 +65,25 @@ def test_proxy_fidelity_smoke(tmp_path: Path):
     for row in r["rows"]:
         assert 0.0 <= row["brief_acc"] <= 1.0 and len(row["long_acc_per_epoch"]) == 2
         assert row["long_acc"] == row["long_acc_per_epoch"][-1]
+        assert row["zc_synflow"] > 0 and row["zc_params"] == row["params"] and row["zc_naswot"] is not None
     assert -1.0 <= r["result"]["spearman_brief_vs_long"] <= 1.0
+    vs_long = r["result"]["vs_long"]  # every proxy against long training, with its interval
+    assert set(vs_long) == {"brief_training", "macs", "synflow", "naswot", "grad_norm", "params"}
+    for proxy in vs_long.values():
+        low, high = proxy["ci95"]
+        assert proxy["n"] == 3 and -1.0 <= low <= high <= 1.0 and -1.0 <= proxy["spearman"] <= 1.0
+    assert vs_long["params"]["spearman"] == pytest.approx(r["result"]["spearman_params_vs_long"])
+    # --add-scores gives a file made before the scores existed the same scores, training nothing
+    for row in r["rows"]:
+        for key in [k for k in row if k.startswith("zc_")]:
+            del row[key]
+    del r["result"]["vs_long"]
+    out.write_text(json.dumps(r))
+    proc = run_script("proxy_fidelity.py", "--smoke", "--add-scores", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(out.read_text())
+    assert again["result"]["vs_long"] == vs_long and [row["long_acc"] for row in again["rows"]] == \
+        [row["long_acc"] for row in r["rows"]]
 
 
 def test_csp_question_smoke(tmp_path: Path):

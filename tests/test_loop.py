@@ -1,4 +1,6 @@
 """The search loop's propose step with a real Optuna study and a real cost meter, and no Ray."""
+from dataclasses import replace
+
 import optuna
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ from cspnas.run_format import full_fidelity, open_storage, open_study
 from cspnas.search.costs import CostMeter
 from cspnas.search.loop import RESAMPLE_LIMIT, Proposer, count_final, interrupted_to_failed
 from cspnas.search.settings import Constraints, SearchSettings, search_training
-from cspnas.space.searchspace import load_space
+from cspnas.space.searchspace import load_space, parse_space
 
 IN_CHS, NUM_CLASSES, SIZE = 1, 10, 8
 
@@ -172,3 +174,45 @@ def test_the_loop_counts_every_running_trial_and_times_epochs(tmp_path, meter, c
     assert trials.loc[1, "state"] == "pruned"  # stopped before its last epoch: never a front point
     log = capsys.readouterr().err
     assert "running 2: #0 epoch 1/2" in log and log.count("[cspnas]") == 4  # start, epoch, two tells
+
+
+TINY_SPACE = """\
+name: tiny
+stem: {out_chs: [8, 16], kernel_size: 3, stride: 1}
+stages:
+  - {depth: {min: 1, max: 2}, out_chs: [16, 24], stride: 2}
+  - {depth: 1, out_chs: [32, 48], stride: 2}
+per_stage: {stage_type: [csp, plain], block_type: dark, split_ratio: [0.25, 0.5]}
+network: {act: [relu, silu]}
+"""
+
+
+def test_prefilter_skips_low_scores_after_the_warm_up_and_a_resume_keeps_the_ranks(tmp_path):
+    from cspnas.data import load_dataset
+    from cspnas.search.loop import count_screened
+    from cspnas.train.quantized import image_batch
+
+    scored = CostMeter(LatencySettings(in_chs=IN_CHS, input_size=SIZE, min_run_time_s=0.005, warmup=1), None, SIZE,
+                       score_batch=image_batch(load_dataset("digits", split_seed=0), 8, seed=0))
+    p = proposer(tmp_path, scored, budget=3, prefilter="params:0.5", prefilter_warmup=1)
+    p.space = parse_space(TINY_SPACE)  # small candidates: this test is about the rule, not the costs
+    while (c := p.propose()) is not None:
+        p.tell(c.trial, "complete", accuracy=0.5)
+    trials = p.study.get_trials()
+    status = [t.user_attrs["status"] for t in trials]
+    assert "prefiltered" in status and count_final(p.study) == 3
+    assert count_screened(p.study) == status.count("prefiltered") + 3  # the screen limit counts them
+    earlier: list[float] = []  # the rule, recomputed: rank among the feasible candidates scored before
+    for t in trials:
+        a = t.user_attrs
+        assert all(a[k] is not None for k in ("zc_synflow", "zc_naswot", "zc_grad_norm")) and a["zc_params"] == a["params"]
+        rank = (sum(v < a["zc_params"] for v in earlier) + 0.5 * sum(v == a["zc_params"] for v in earlier)) / max(1, len(earlier))
+        assert (a["status"] == "prefiltered") == (len(earlier) >= 1 and rank < 0.5), (t.number, rank)
+        if a["status"] == "prefiltered":
+            assert t.state == TrialState.PRUNED and a["prefilter_rank"] == pytest.approx(rank)
+            assert "--prefilter params:0.5" in a["failure_reason"] and a["epochs_done"] == 0
+        earlier.append(a["zc_params"])
+    # a resume ranks against every feasible candidate of the study, prefiltered ones included
+    again = Proposer(p.study, replace(p.settings, budget=4), p.space, scored, IN_CHS, NUM_CLASSES)
+    again.propose()
+    assert len(again._scored) >= len(earlier) + 1 and set(earlier) <= set(again._scored.values())

@@ -16,7 +16,7 @@ from cspnas.run_format import load_run, objectives_of, open_storage
 from cspnas.search.runner import run_search
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 
-FINAL = {"complete", "infeasible", "pruned", "failed"}
+FINAL = {"complete", "infeasible", "pruned", "failed", "prefiltered"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,14 +116,27 @@ def test_existing_run_is_never_overwritten(tmp_path):
     assert (tmp_path / "taken" / "keep.txt").read_text() == "precious"
 
 
-def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
-    out = run_search(settings(tmp_path, "diverge", budget=3, lr=1e12), live=False)
+def test_failed_and_prefiltered_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    out = run_search(settings(tmp_path, "diverge", budget=3, lr=1e12, prefilter="naswot:0.5", prefilter_warmup=1),
+                     live=False)
     trials, front, study = load(out.run_dir)
-    assert len(trials) == 3
     failed = trials[trials["state"] == "failed"]
     assert len(failed) == 3 and failed["failure_reason"].str.contains("diverged").all()
     assert front.empty
-    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    states = {t.number: t.state for t in study.trials}
+    assert all(states[n] == optuna.trial.TrialState.FAIL for n in failed["trial"])
+    # every candidate has its zero-cost scores; --prefilter left low NASWOT scores untrained (no budget used)
+    assert trials[["zc_synflow", "zc_naswot", "zc_grad_norm", "zc_params"]].notna().all().all()
+    assert (trials["zc_params"] == trials["params"]).all()
+    prefiltered = trials[trials["state"] == "prefiltered"]
+    assert len(prefiltered) >= 1 and len(trials) == 3 + len(prefiltered) and (prefiltered["epochs_done"] == 0).all()
+    assert all(states[n] == optuna.trial.TrialState.PRUNED for n in prefiltered["trial"])
+    assert prefiltered["failure_reason"].str.contains("--prefilter naswot:0.5").all()
+    config = yaml.safe_load((out.run_dir / "config.yaml").read_text())
+    assert config["settings"]["prefilter"] == "naswot:0.5" and config["zero_cost"]["images"] == 64
+    from cspnas.results.report import run_totals, totals_line
+
+    assert f"{len(prefiltered)} prefiltered (low zero-cost score" in totals_line(run_totals(load_run(out.run_dir)))
 
 
 def test_asha_stopped_trials_are_pruned_not_on_the_front(tmp_path):

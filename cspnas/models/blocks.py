@@ -21,6 +21,11 @@ def make_act(name: str) -> nn.Module:
     return _ACTS[name]()
 
 
+def activation_types() -> tuple[type[nn.Module], ...]:
+    """The module classes `make_act` builds (what NASWOT hooks, cspnas.cost.zero_cost)."""
+    return tuple({type(make()) for make in _ACTS.values()})
+
+
 class ConvNormAct(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> optional activation, 'same' padding for odd kernels."""
 

@@ -34,6 +34,7 @@ class RunTotals:
     hypervolume: float | None  # None until a trial completes
     wall_seconds: float | None  # first started_at to last completed_at; None without timestamps
     driver_busy_share: float | None = None  # of the last search session (config.yaml `driver`); None before
+    prefiltered: int = 0  # --prefilter: feasible, not trained for a low zero-cost score
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +46,8 @@ def run_totals(run: Run) -> RunTotals:
     # hypervolume never decreases with fixed refs; max() is right even if trials finish out of order
     return RunTotals(
         trials=len(run.trials),
-        **{s: int(states.get(s, 0)) for s in ("complete", "infeasible", "pruned", "failed", "running", "interrupted")},
+        **{s: int(states.get(s, 0)) for s in ("complete", "infeasible", "pruned", "failed", "running", "interrupted",
+                                               "prefiltered")},
         front_size=len(run.front),
         hypervolume=float(hv.max()) if len(hv) else None,
         wall_seconds=_wall_seconds(run.trials),
@@ -128,7 +130,9 @@ def totals_line(t: RunTotals) -> str:
     extra = "".join(f", {n} {s}" for s, n in (("running", t.running), ("interrupted", t.interrupted)) if n)
     trained = t.complete + t.pruned + t.failed
     return (f"{t.trials} trials: {trained} trained ({t.complete} complete, {t.pruned} pruned, {t.failed} failed), "
-            f"{t.infeasible} infeasible (screened out, untrained){extra}; front {t.front_size}; hypervolume {hv}; "
+            f"{t.infeasible} infeasible (screened out, untrained)"
+            + (f", {t.prefiltered} prefiltered (low zero-cost score, untrained)" if t.prefiltered else "")
+            + f"{extra}; front {t.front_size}; hypervolume {hv}; "
             f"wall time {format_seconds(t.wall_seconds)}"
             + ("" if t.driver_busy_share is None else f"; driver busy {t.driver_busy_share:.0%}"))
 

@@ -11,6 +11,7 @@ import optuna
 import torch
 
 from cspnas.cost import LatencySettings, count_macs, count_params, measure_latency, measure_peak_memory
+from cspnas.cost.zero_cost import COLUMNS as SCORE_COLUMNS, zero_cost_scores
 from cspnas.latency_model.model import LatencyModel
 from cspnas.models import build_model
 from cspnas.search.gate import MeasureGate
@@ -20,7 +21,8 @@ from cspnas.space import ArchConfig
 
 @dataclass
 class CostMeter:
-    """Params, MACs (fvcore), latency and peak activation memory of an architecture, cached by arch hash.
+    """Params, MACs (fvcore), latency, peak activation memory and zero-cost scores of an architecture,
+    cached by arch hash.
 
     Latency is timed by `measurer`, the search's measuring actor (cspnas.search.measurer), which
     pauses the trainers it shares cores with (`pause_trainers`) while it times; without a measurer it
@@ -30,7 +32,10 @@ class CostMeter:
     model ONNX Runtime cannot quantize raises QuantizationError (the candidate fails, the search goes on).
     `cost_wait_seconds` is the part of `cost_seconds` spent waiting for the trainers to pause (where the
     latency is timed: here or in the measurer); `spent` sums both over the candidates this meter measured
-    (the driver's accounting).
+    (the driver's accounting). The zero-cost scores (cspnas.cost.zero_cost, `zc_*`) are computed on
+    `score_batch` (images, labels) after the latency, outside the gate, on copies of the model; without
+    a batch they are not computed. A remembered trial without scores (a run from before them)
+    gets them computed when its architecture is measured again.
     """
 
     latency: LatencySettings
@@ -41,6 +46,7 @@ class CostMeter:
     calibration: np.ndarray | None = None  # int8 latency: the training images it is calibrated on
     predictor: LatencyModel | None = None  # --latency-model: latency predicted from the config, not measured
     confirm_near_ms: float | None = None  # --confirm-latency: time candidates predicted within the model's error of it
+    score_batch: tuple[torch.Tensor, torch.Tensor] | None = None  # zero-cost scores: training images and labels
     _cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     _here: str | None = None  # fingerprint id of this process, when it times
     spent: dict[str, float] = field(default_factory=lambda: {"cost_seconds": 0.0, "cost_wait_seconds": 0.0})
@@ -49,14 +55,24 @@ class CostMeter:
         """Seed the cache from a study's trials (resume): identical archs are never re-measured."""
         for t in study.get_trials(deepcopy=False):
             a = t.user_attrs
-            if "arch_hash" in a and "macs" in a:
-                self._cache[a["arch_hash"]] = {k: a.get(k) for k in _KEYS}
+            if "arch_hash" in a and "macs" in a:  # scores only where recorded (see measure)
+                self._cache[a["arch_hash"]] = {k: a.get(k) for k in _KEYS if k in a or k not in SCORE_COLUMNS}
 
     def measure(self, arch: ArchConfig) -> dict[str, Any]:
         key = arch.arch_hash()
         if key not in self._cache:
             self._cache[key] = self._measure(arch)
+        elif self.score_batch is not None and any(c not in self._cache[key] for c in SCORE_COLUMNS):
+            torch.manual_seed(0)
+            self._cache[key].update(self.scores(build_model(arch)))
         return dict(self._cache[key])
+
+    def scores(self, model: torch.nn.Module) -> dict[str, float | None]:
+        """The zero-cost scores of a model built as `_measure` builds it (none without a batch: a meter
+        sharing this one's cache with a batch computes them when it measures the architecture)."""
+        if self.score_batch is None:
+            return {}
+        return zero_cost_scores(model, *self.score_batch)
 
     def settings_for(self, arch: ArchConfig) -> LatencySettings:
         return replace(self.latency, in_chs=arch.in_chs, input_size=self.input_size)
@@ -111,11 +127,12 @@ class CostMeter:
                 latency = self.timed(arch, model)
             latency["latency_predicted_ms"] = predicted
         memory = measure_peak_memory(model, replace(self.settings_for(arch), batch_size=1)).activation_bytes
+        scores = self.scores(model)  # outside the gate: nothing is timed meanwhile
         seconds = time.perf_counter() - start
         waited = latency.setdefault("cost_wait_seconds", 0.0)
         self.spent["cost_seconds"] += seconds
         self.spent["cost_wait_seconds"] += waited
-        return {"params": params, "macs": macs, **latency, "memory_bytes": memory, "cost_seconds": seconds}
+        return {"params": params, "macs": macs, **latency, "memory_bytes": memory, **scores, "cost_seconds": seconds}
 
     def timed(self, arch: ArchConfig, model: torch.nn.Module | None = None) -> dict[str, Any]:
         """The ordinary latency measurement (`time`: where the search measures), marked as measured."""
@@ -139,4 +156,4 @@ class CostMeter:
 
 _KEYS = ("params", "macs", "latency_ms", "latency_iqr_ms", "latency_runs", "latency_noisy", "latency_backend",
          "measured_on", "latency_predicted_ms", "latency_measured_ms", "latency_source", "memory_bytes",
-         "cost_seconds", "cost_wait_seconds")
+         "cost_seconds", "cost_wait_seconds", *SCORE_COLUMNS)

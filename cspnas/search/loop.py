@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from cspnas import run_format
 from cspnas.cost.onnx_runtime import QuantizationError
+from cspnas.cost.zero_cost import SCORES
 from cspnas.objectives import OBJECTIVES, told_values
 from cspnas.run_format import FINAL_STATES, TRAINED_STATES, full_fidelity
 from cspnas.search.costs import CostMeter
@@ -139,7 +140,12 @@ class Proposer:
     an architecture that is finished or in flight: such a draw is told as 'resampled' (it uses no
     budget) and the sampler draws again. Infeasible candidates use no budget either (it counts
     architectures trained); `screen_limit` screened candidates, or INFEASIBLE_RUN_LIMIT infeasible
-    ones in a row, end a search that cannot find feasible ones (`given_up` says why)."""
+    ones in a row, end a search that cannot find feasible ones (`given_up` says why).
+
+    --prefilter SCORE:F: a feasible candidate whose zero-cost score ranks in the bottom fraction F of
+    the feasible candidates scored before it in this run (the study's, so a resume keeps them; each
+    architecture once; ties count half) is told 'prefiltered' (Optuna PRUNED: never on the front, no
+    budget, counted by --screen-limit), once `prefilter_warmup` of them were scored."""
 
     def __init__(self, study: optuna.Study, settings: SearchSettings, space: SearchSpace, meter: CostMeter,
                  in_chs: int, num_classes: int):
@@ -154,6 +160,9 @@ class Proposer:
         self.told: list[optuna.trial.FrozenTrial] = []  # trials told since the caller last cleared it
         self.exhausted = False  # RESAMPLE_LIMIT draws in a row repeated tried architectures
         self._tried: dict[str, int] | None = None  # arch hash -> trial, of finished and running trials
+        self.prefilter = settings.prefilter_rule()  # (score name, fraction) or None
+        self._scored: dict[str, float] | None = None  # --prefilter: arch hash -> score of feasible candidates
+        self._last: str | None = None  # the status the last candidate that needs no training was told
 
     def propose(self) -> Candidate | None:
         """The next candidate to train, or None when the budget is spent or the space exhausted."""
@@ -184,7 +193,8 @@ class Proposer:
                 self.asked += 1
                 self.infeasible_run = 0
                 return candidate
-            self.infeasible_run += 1
+            if self._last == "infeasible":
+                self.infeasible_run += 1
         return None
 
     def _give_up(self) -> str | None:
@@ -234,19 +244,50 @@ class Proposer:
                 self.nearest = (excess, trial.number, arch.summary(), violations, flags)
             self.tell(trial, "infeasible", accuracy=0.0)
             return None
+        if self._prefiltered(trial, arch.arch_hash(), cost):
+            return None
         return Candidate(trial, attrs["arch"])
+
+    def _prefiltered(self, trial: optuna.Trial, arch_hash: str, cost: dict[str, Any]) -> bool:
+        """--prefilter: tell the (feasible) candidate 'prefiltered' if its score ranks too low."""
+        if self.prefilter is None:
+            return False
+        name, fraction = self.prefilter
+        score = SCORES[name]
+        if self._scored is None:  # read once: every feasible candidate the study scored (resume included)
+            self._scored = {t.user_attrs["arch_hash"]: float(t.user_attrs[score.column])
+                            for t in self.study.get_trials(deepcopy=False)
+                            if t.user_attrs.get("feasible") is True and t.user_attrs.get(score.column) is not None
+                            and t.number != trial.number}
+        value = cost.get(score.column)
+        earlier = [v for h, v in self._scored.items() if h != arch_hash]
+        if value is None:  # not a finite number: no rank, trained as without --prefilter
+            return False
+        self._scored[arch_hash] = float(value)
+        if len(earlier) < self.settings.prefilter_warmup:
+            return False
+        sign = 1.0 if score.higher_is_better else -1.0
+        below = sum(sign * v < sign * value for v in earlier) + 0.5 * sum(v == value for v in earlier)
+        rank = below / len(earlier)
+        if rank >= fraction:
+            return False
+        trial.set_user_attr("prefilter_rank", rank)
+        self.tell(trial, "prefiltered", reason=f"{name} {value:.4g} beats only {rank:.0%} of the {len(earlier)} feasible "
+                                               f"candidates scored before it (--prefilter {name}:{fraction:g})")
+        return True
 
     def tell(self, trial: optuna.Trial, status: str, *, accuracy: float | None = None,
              reason: str | None = None) -> None:
         """Record the outcome on the trial, then tell Optuna (constraints were set before)."""
         trial.set_user_attr("status", status)
+        self._last = status
         if reason:
             trial.set_user_attr("failure_reason", reason)
         if status in ("complete", "infeasible"):
             trial.set_user_attr("accuracy", float(accuracy))
             told = self.study.tell(trial, told_values(self.settings.objectives, trial.user_attrs),
                                    state=TrialState.COMPLETE)
-        elif status == "pruned":
+        elif status in ("pruned", "prefiltered"):
             told = self.study.tell(trial, state=TrialState.PRUNED)
         else:
             told = self.study.tell(trial, state=TrialState.FAIL)
@@ -555,7 +596,8 @@ class SearchLoop:
         for _, e, s in self._training.values():
             seconds, epochs = seconds + s, epochs + e
         return Status(done=done, budget=self.settings.budget, running=running,
-                      infeasible=tally.states["infeasible"], failed=tally.states["failed"],
+                      infeasible=tally.states["infeasible"], prefiltered=tally.states["prefiltered"],
+                      failed=tally.states["failed"],
                       pruned=tally.states["pruned"], best_accuracy=tally.best_accuracy,
                       front_size=len(self.front), hypervolume=self.hypervolume, elapsed_s=now - self.t0,
                       epochs=self.settings.train.epochs, epoch_seconds=seconds / epochs if epochs else None,
@@ -600,7 +642,7 @@ class _Tally:
             twin = _present(row.get("duplicate_of"))
             if twin and row["state"] in TRAINED_STATES:  # a budget trial that copied a twin's training
                 self.untrained += sign
-            if row["state"] == "infeasible" or twin:  # finished without training
+            if row["state"] in ("infeasible", "prefiltered") or twin:  # finished without training
                 continue
             if (row.get("epochs_done") or 0) > 0:
                 self.seconds += sign * (row["train_seconds"] if _present(row.get("train_seconds")) else 0.0)

@@ -41,6 +41,7 @@ class Status:
     epoch_seconds: float | None = None  # mean training seconds per epoch so far; None before the first
     trained_share: float = 1.0  # of the trained-state candidates, the share that needed training (twins did not)
     concurrency: int = 1
+    prefiltered: int = 0  # --prefilter: feasible candidates not trained for a low zero-cost score
 
     def eta_s(self) -> float | None:
         if self.epoch_seconds is None:
@@ -61,7 +62,8 @@ class Status:
         running = f"running {len(self.running)}" + ("".join(
             f"{':' if i == 0 else ','} #{r.trial} epoch {r.epochs_done}/{self.epochs} {_dur(r.seconds)}"
             for i, r in enumerate(self.running)))
-        return (f"{self.done}/{self.budget} trained | {running} | infeasible {self.infeasible} | "
+        prefiltered = f"prefiltered {self.prefiltered} | " if self.prefiltered else ""
+        return (f"{self.done}/{self.budget} trained | {running} | infeasible {self.infeasible} | {prefiltered}"
                 f"failed {self.failed} | pruned {self.pruned} | best acc {best} | front {self.front_size} | "
                 f"HV {self.hypervolume:.4f} | elapsed {_dur(self.elapsed_s)} | ETA {_dur(eta) if eta is not None else '-'}")
 

@@ -179,7 +179,12 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         from cspnas.train.quantized import calibration_batch
 
         calibration = calibration_batch(data, latency.calibration_images, latency.calibration_seed, input_size)
+    from cspnas.cost.zero_cost import SCORE_IMAGES, SCORES
+    from cspnas.train.quantized import image_batch
+
+    # zero-cost scores: every candidate on the same training images (chosen by --seed), at the training size
     meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size, calibration=calibration,
+                      score_batch=image_batch(data, SCORE_IMAGES, settings.seed),
                       pause_trainers=not settings.latency_node and (not cores or same_gpu),
                       predictor=_latency_model(settings, space, latency),
                       confirm_near_ms=settings.constraints.max_latency_ms if settings.confirm_latency else None)
@@ -196,15 +201,19 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         check_same_measurer(config.get("measured_on"), measured_on or fingerprint_here(latency), run_dir)
     else:
         if preflight:  # refuse hopeless limits before any file (and locally before Ray) exists
-            check_constraints_reachable(space, settings, replace(meter, gate=None), data.in_chs, data.num_classes)
+            check_constraints_reachable(space, settings, replace(meter, gate=None, score_batch=None), data.in_chs,
+                                        data.num_classes)
         if meter.measurer is None:  # the references are timed where the search times
             meter.measurer, measured_on = measurer()
         config = run_format.new_config(
             settings=settings.to_dict(), space_yaml=space.source, space_name=space.name, data=data.summary(),
             num_classes=data.num_classes, in_chs=data.in_chs, input_size=data.input_size, train_device=train_device,
             latency=latency.to_dict(),
-            references=_references(settings, replace(meter, gate=None), space, data.in_chs, data.num_classes))
+            references=_references(settings, replace(meter, gate=None, score_batch=None), space, data.in_chs,
+                                   data.num_classes))
         config["measured_on"] = measured_on
+        config["zero_cost"] = {"images": len(meter.score_batch[0]), "seed": settings.seed,
+                               "init_seed": 0, "scores": sorted(SCORES)}
         run_format.create_run_dir(run_dir, config)
     # one search per run (a second one is refused here, naming this one); Ctrl-C/SIGTERM stop it cleanly
     with RunLock(run_dir) as lock, StopRequest() as stop:

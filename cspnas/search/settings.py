@@ -7,6 +7,7 @@ from typing import Any
 
 from cspnas.cost.backends import check_latency_backend
 from cspnas.cost.settings import PRECISIONS, LatencySettings
+from cspnas.cost.zero_cost import SCORES, parse_prefilter
 from cspnas.errors import CspnasError
 from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
 from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
@@ -71,6 +72,10 @@ class SearchSettings:
                                               "that finds too few feasible ones stops (default 50 x budget)")
     train: TrainConfig = _setting(default_factory=search_training, help="brief training of every trial")
     evaluator: str = _setting(DEFAULT_EVALUATOR, "how a candidate is scored (cspnas.search.evaluators)")
+    prefilter: str | None = _setting(None, "SCORE:F: don't train a feasible candidate whose zero-cost score ranks "
+                                           "in the bottom fraction F of the feasible candidates screened so far "
+                                           f"(recorded as prefiltered; no budget used); SCORE: {', '.join(SCORES)}")
+    prefilter_warmup: int = _setting(10, "feasible candidates scored before --prefilter skips any")
     concurrency: int = _setting(2, "trials trained at once")
     sampler: str = _setting("tpe", " | ".join(SAMPLERS))
     scheduler: str = _setting("none", "none | asha (early stopping; stopped trials never reach the front)")
@@ -123,6 +128,7 @@ class SearchSettings:
             (self.latency_precision != "int8" or self.latency_backend == "onnxruntime",
              "--latency-precision int8 is ONNX Runtime's quantization; add --latency-backend onnxruntime"),
             (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
+            (self.prefilter_warmup >= 1, f"--prefilter-warmup must be >= 1, got {self.prefilter_warmup}"),
             (self.screen_limit is None or self.screen_limit >= 1, f"--screen-limit must be >= 1, got {self.screen_limit}"),
             (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
@@ -145,7 +151,14 @@ class SearchSettings:
         for ok, message in checks:
             if not ok:
                 raise CspnasError(message)
+        if self.prefilter is not None:
+            name, fraction = parse_prefilter(self.prefilter)
+            object.__setattr__(self, "prefilter", f"{name}:{fraction:g}")  # one spelling in config.yaml
         object.__setattr__(self, "objectives", parse_objectives(self.objectives))  # also a YAML list
+
+    def prefilter_rule(self) -> tuple[str, float] | None:
+        """--prefilter as (score name, fraction), or None."""
+        return parse_prefilter(self.prefilter) if self.prefilter is not None else None
 
     def data_spec(self) -> dict[str, Any]:
         """load_dataset keyword arguments of this search's data (every trial and export load the same)."""

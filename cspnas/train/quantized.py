@@ -1,7 +1,8 @@
-"""int8 on real data: the calibration images a quantized model is calibrated on, and its accuracy.
+"""Fixed batches of real training images (int8 calibration, zero-cost scores) and int8 accuracy.
 
 The search's cost step, the trained trial's `val_acc_int8` and `cspnas export --format onnx-int8`
-all take their calibration images from `calibration_batch`, so each quantizes the same way.
+all take their calibration images from `calibration_batch`, so each quantizes the same way; the
+zero-cost scores (cspnas.cost.zero_cost) take theirs from `image_batch` by the same rule.
 """
 from __future__ import annotations
 
@@ -16,16 +17,22 @@ from cspnas.data import ImageData
 from cspnas.train.loop import _normalizer, _prepare
 
 
-def calibration_batch(data: ImageData, n: int, seed: int, size: int | None = None) -> np.ndarray:
+def image_batch(data: ImageData, n: int, seed: int, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` training images (fewer if the split is smaller) chosen by `seed`, normalised as the
-    model sees them, as float32 N x C x H x W (resized to `size` x `size` when given)."""
+    model sees them, as float32 N x C x H x W (resized to `size` x `size` when given), and their
+    labels. The first images of a larger `n` are those of a smaller one (same seed)."""
     n = min(n, len(data.train_x))
     index = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[:n]
     scale, shift = _normalizer(data.mean, data.std, torch.device("cpu"))
     x = _prepare(data.train_x[index], scale, shift, channels_last=False)
     if size is not None and size != x.shape[-1]:
         x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x.contiguous().numpy()
+    return x.contiguous(), data.train_y[index].long()
+
+
+def calibration_batch(data: ImageData, n: int, seed: int, size: int | None = None) -> np.ndarray:
+    """The int8 calibration images: `image_batch`'s images as a numpy array."""
+    return image_batch(data, n, seed, size)[0].numpy()
 
 
 def int8_accuracy(model: nn.Module, data: ImageData, calibration_images: int, seed: int, threads: int = 1,

@@ -22,6 +22,7 @@ from cspnas.errors import CspnasError
 from cspnas.objectives import references
 from cspnas.runlock import RunLock
 from cspnas.search.costs import CostMeter
+from cspnas.search.finalists import check_finalist_device, run_finalists
 from cspnas.faults import crash_point
 from cspnas.search.gate import MeasureGate
 from cspnas.search.interrupt import StopRequest, resume_hint
@@ -155,6 +156,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     data = load_dataset(settings.dataset, settings.data_dir, val_fraction=settings.val_fraction,
                         split_seed=settings.seed, train_subset=settings.train_subset, image_size=settings.image_size)
     train_device = _resolve_train_device(settings)
+    if settings.finalists:  # they train in this process: a device it lacks fails now, not after the trials
+        check_finalist_device(train_device)
     input_size = settings.latency_input_size or data.input_size
     latency = LatencySettings(backend=settings.latency_backend, device=settings.latency_device, batch_size=settings.latency_batch_size,
                               in_chs=data.in_chs, input_size=input_size, threads=settings.latency_threads,
@@ -235,12 +238,22 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         if loop.driver_record is not None and loop.disk_full is None:  # the driver's busy share, one per session
             config.setdefault("driver", []).append(loop.driver_record)
             run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
+        if settings.finalists and not stop.requested and loop.disk_full is None:
+            try:
+                with stop.forcible():
+                    run_finalists(run_dir, config, study, settings.finalists, settings.final_epochs,
+                                  device=train_device, log=loop.progress.log, stop=lambda: stop.requested)
+            except KeyboardInterrupt:
+                raise resume_hint(run_dir, stop.signum or signal.SIGINT) from None
+            loop.finish()  # the front on final accuracy, the dashboard
         if stop.requested:
             raise resume_hint(run_dir, stop.signum)
         if loop.disk_full is not None:
             raise CspnasError(f"disk full while searching ({loop.disk_full}); free space, then continue with "
                               f"`cspnas search --resume {run_dir}` (the trial it hit is re-queued)")
-    return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.front, hypervolume=loop.hypervolume,
+    shown = loop.tables.shown is not None  # finalists: their front on final accuracy
+    return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.tables.shown if shown else loop.front,
+                         hypervolume=loop.tables.shown_hypervolume if shown else loop.hypervolume,
                          wall_seconds=time.monotonic() - t0)
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from cspnas import run_format
 from cspnas.errors import CspnasError, DiskFullError, Interrupted
+from cspnas.faults import crash_point
 from cspnas.pareto import Objective, knee_index, normalize
 
 DEFAULT_FINALISTS = 3  # `cspnas finalize` without --finalists on a run that never had any
@@ -129,10 +130,12 @@ def run_finalists(run_dir: Path, config: dict[str, Any], study, k: int, epochs: 
         f"epochs each on {device}" + (f"; {done_before} done before" if done_before else ""))
     trained = []
     for i, trial in enumerate(todo, 1):
-        result = _train_one(run_dir, trial, arch[trial], settings, data, epochs, device, stop,
-                            lambda rep, i=i, trial=trial: log(
-                                f"finalist {i}/{len(todo)} (trial {trial}): epoch {rep.epoch}/{epochs}, "
-                                f"val acc {100 * rep.val_acc:.2f}%, {rep.seconds:.1f} s"))
+        def on_epoch(rep, i=i, trial=trial) -> None:
+            log(f"finalist {i}/{len(todo)} (trial {trial}): epoch {rep.epoch}/{epochs}, val acc "
+                f"{100 * rep.val_acc:.2f}%, {rep.seconds:.1f} s")
+            crash_point("finalist_epoch")  # tests only: its checkpoint is on disk by now
+
+        result = _train_one(run_dir, trial, arch[trial], settings, data, epochs, device, stop, on_epoch)
         run_format.record_final(study, trial, result)
         trained.append(trial)
         on_result()

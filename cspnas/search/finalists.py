@@ -98,7 +98,8 @@ def load_run_data(run_dir: Path, config: dict[str, Any]):
     try:
         return load_dataset(**SearchSettings.from_dict(config["settings"]).data_spec())
     except CspnasError as e:
-        raise CspnasError(f"{run_dir}: cannot read the run's data to train its finalists ({e})") from None
+        raise CspnasError(f"{run_dir}: cannot read the run's data to train its finalists ({e}); put the data where "
+                          "the search read it, then run again") from None
 
 
 def run_finalists(run_dir: Path, config: dict[str, Any], study, k: int, epochs: int, *, device: str,
@@ -121,6 +122,8 @@ def run_finalists(run_dir: Path, config: dict[str, Any], study, k: int, epochs: 
     if not todo:
         log(f"finalists: all {len(picked)} trained already ({epochs} epochs)")
         return []
+    import torch  # not at the top: reading a run's finalists must stay light
+
     data = data if data is not None else load_run_data(run_dir, config)
     rows = run_format.trial_rows(study, config, run_dir)
     arch = {r["trial"]: r["arch_json"] for r in rows}
@@ -128,6 +131,15 @@ def run_finalists(run_dir: Path, config: dict[str, Any], study, k: int, epochs: 
     done_before = len(picked) - len(todo)
     log(f"finalists: training {len(todo)} of {len(picked)} (trials {', '.join(map(str, todo))}) for {epochs} "
         f"epochs each on {device}" + (f"; {done_before} done before" if done_before else ""))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))  # as a trial trains (cspnas.search.trainable)
+    try:
+        return _train_all(run_dir, settings, study, rows, arch, todo, data, epochs, device, log, stop, on_result)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_all(run_dir, settings, study, rows, arch, todo, data, epochs, device, log, stop, on_result) -> list[int]:
     trained = []
     for i, trial in enumerate(todo, 1):
         def on_epoch(rep, i=i, trial=trial) -> None:
@@ -220,8 +232,8 @@ def finalize(run_dir: str | Path, k: int | None = None, epochs: int | None = Non
                           "be kept either; search again with --keep-weights front")
     check_study_db(run_dir / run_format.STUDY)
     if search_is_running(run_dir):
-        raise CspnasError(f"{run_dir} is in use by a search (see {run_dir / '.lock'}); wait for it to end, or give "
-                          "the search --finalists K when it is resumed")
+        raise CspnasError(f"{run_dir} is in use by a search (named in {run_dir / '.lock'}); wait for it to end (if "
+                          "it is no longer running, delete that file), then run finalize again")
     device = str(config.get("train_device") or settings.device)
     check_finalist_device(device)
     data = load_run_data(run_dir, config)  # before the study is opened: a run without its data is left untouched

@@ -122,7 +122,10 @@ def _print_summary(outcome) -> None:
     counts = trials["state"].value_counts().to_dict()
     from cspnas.results.report import shown_objectives
 
-    table = Table(title=f"Pareto front ({len(front)} of {len(trials)} trials; hypervolume {outcome.hypervolume:.4f})")
+    on_final = "final_epochs" in front and front["final_epochs"].notna().any()  # the finalists' front
+    table = Table(title=f"Pareto front ({len(front)} of {len(trials)} trials"
+                        + (", the finalists on their final accuracy" if on_final else "")
+                        + f"; hypervolume {outcome.hypervolume:.4f})")
     shown = shown_objectives(front)
     for col in ("trial", "architecture", *(s.header for s in shown), "knee"):
         table.add_column(col, justify="left" if col == "architecture" else "right", no_wrap=col != "architecture")

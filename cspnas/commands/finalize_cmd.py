@@ -24,7 +24,11 @@ def register(sub) -> None:
 def _finalize(args) -> int:
     from cspnas.search.finalists import finalize
 
+    from cspnas.run_format import load_run
+
     trained = finalize(args.run, args.finalists, args.final_epochs)
-    print(f"finalize: {len(trained)} finalist(s) trained now; the front (pareto.csv) is on final accuracy, the "
-          f"brief one in brief_pareto.csv; see `cspnas report {args.run}`")
+    finalists = load_run(args.run).finalists
+    if len(finalists):
+        print(f"finalize: {len(trained)} finalist(s) trained now, {len(finalists)} in all; the front (pareto.csv) is "
+              f"on their final accuracy, the brief one in brief_pareto.csv; see `cspnas report {args.run}`")
     return 0

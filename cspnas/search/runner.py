@@ -242,7 +242,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
             try:
                 with stop.forcible():
                     run_finalists(run_dir, config, study, settings.finalists, settings.final_epochs,
-                                  device=train_device, log=loop.progress.log, stop=lambda: stop.requested)
+                                  device=train_device, log=loop.progress.log, stop=lambda: stop.requested,
+                                  on_result=lambda: loop.refresh(rebuild=True))  # pareto.csv as each finishes
             except KeyboardInterrupt:
                 raise resume_hint(run_dir, stop.signum or signal.SIGINT) from None
             loop.finish()  # the front on final accuracy, the dashboard

@@ -244,9 +244,9 @@ def _bin_label(macs: pd.Series) -> str:
 def finalists_figure(run: Run, finalists: pd.DataFrame) -> go.Figure | None:
     """How each finalist moved: an arrow from its brief to its final validation accuracy, at its cost in the run's
     first cost objective; the finalists' front (on final accuracy) in red. `finalists`: report.finalists_table."""
-    if finalists.empty:
+    spec = next((s for s in specs(run.objectives) if s.name != "accuracy"), None)
+    if finalists.empty or spec is None:
         return None
-    spec = next(s for s in specs(run.objectives) if s.name != "accuracy")
     cost = run.trials.set_index("trial")[spec.column]
     fig = go.Figure()
     for r in finalists.to_dict(orient="records"):
@@ -264,7 +264,7 @@ def finalists_figure(run: Run, finalists: pd.DataFrame) -> go.Figure | None:
                              hovertemplate="%{text}<extra></extra>",
                              marker=dict(color=[FRONT_COLOR if on else INFEASIBLE_COLOR for on in finalists["on_front"]],
                                          size=12, symbol=["star" if k else "circle" for k in finalists["knee"]])))
-    fig.update_layout(title=f"finalists: brief -> final validation accuracy (red: on the front, star: knee)",
+    fig.update_layout(title="finalists: brief -> final validation accuracy (red: on the front, star: knee)",
                       xaxis_title=spec.label, yaxis_title="validation accuracy", **LAYOUT)
     fig.update_xaxes(type="log" if spec.log else "linear")
     fig.update_yaxes(tickformat=".0%")

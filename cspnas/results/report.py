@@ -105,8 +105,8 @@ def finalists_note(run: Run) -> str | None:
     if f.empty:
         return None
     epochs = int(f["final_epochs"].max())
-    return (f"front on the final accuracy of {len(f)} finalist(s) ({epochs} epochs, retrained from scratch); the "
-            f"brief front ({run.setting('epochs', '?')} epochs) is in brief_pareto.csv")
+    return (f"front on the final accuracy of {len(f)} finalist(s) ({epochs} epoch{'s' * (epochs != 1)}, retrained "
+            f"from scratch); the brief front ({run.setting('epochs', '?')} epochs) is in brief_pareto.csv")
 
 
 def shown_objectives(front: pd.DataFrame) -> list[Spec]:

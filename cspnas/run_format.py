@@ -59,7 +59,8 @@ TRIAL_COLUMNS = [
     *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend",
     "latency_predicted_ms", "latency_measured_ms", "latency_source",  # --latency-model: which value was used
     "feasible", "violations",
-    "val_acc_per_epoch", "accuracy", *FINAL_COLUMNS, "val_acc_int8", "train_seconds", "cost_seconds", "cost_wait_seconds", "started_at",
+    "val_acc_per_epoch", "accuracy", *FINAL_COLUMNS, "val_acc_int8", "train_seconds", "cost_seconds",
+    "cost_wait_seconds", "started_at",
     "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
     *CONFIRMED_COLUMNS, "measured_on",
@@ -346,10 +347,11 @@ def pareto_frame(trials: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataF
     final = finalist_rows(trials)
     if final.empty:
         return brief_pareto_frame(trials, config)
-    final = final.assign(brief_accuracy=final["accuracy"], accuracy=final["final_val_acc"].astype(float),
+    acc = final["final_val_acc"].astype(float)
+    final = final.assign(brief_accuracy=final["accuracy"], final_val_acc=acc, accuracy=acc,
                          weights=final["final_weights"],
                          brief_rank=final["accuracy"].rank(ascending=False, method="min").astype(int),
-                         final_rank=final["final_val_acc"].astype(float).rank(ascending=False, method="min").astype(int))
+                         final_rank=acc.rank(ascending=False, method="min").astype(int))
     return _front_table(final, config)
 
 

@@ -1,4 +1,4 @@
-"""`cspnas finalize RUN [--finalists K] [--final-epochs N]`: retrain a finished run's finalists (cspnas.search.finalists)."""
+"""`cspnas finalize RUN [--finalists K] [--final-epochs N]`: retrain a run's finalists (cspnas.search.finalists)."""
 from __future__ import annotations
 
 from cspnas.commands.flags import add_setting

@@ -251,18 +251,20 @@ def finalists_figure(run: Run, finalists: pd.DataFrame) -> go.Figure | None:
     fig = go.Figure()
     for r in finalists.to_dict(orient="records"):
         x = float(cost.get(r["trial"]))
-        fig.add_annotation(x=math.log10(x) if spec.log else x, y=r["final_val_acc"], ax=math.log10(x) if spec.log else x,
-                           ay=r["brief_accuracy"], xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+        x = math.log10(x) if spec.log else x  # annotations take log10 values on a log axis
+        fig.add_annotation(x=x, y=r["final_val_acc"], ax=x, ay=r["brief_accuracy"], xref="x", yref="y", axref="x", ayref="y", showarrow=True,
                            arrowhead=2, arrowcolor="#888", text="")
     x = [float(cost.get(t)) for t in finalists["trial"]]
-    text = [f"<b>trial {r['trial']}</b><br>{html.escape(str(r['arch_summary']))}<br>brief {100 * r['brief_accuracy']:.2f}%"
-            f" -> final {100 * r['final_val_acc']:.2f}%<br>rank {r['brief_rank']} -> {r['final_rank']}"
+    text = [f"<b>trial {r['trial']}</b><br>{html.escape(str(r['arch_summary']))}<br>"
+            f"brief {100 * r['brief_accuracy']:.2f}% -> final {100 * r['final_val_acc']:.2f}%<br>"
+            f"rank {r['brief_rank']} -> {r['final_rank']}"
             for r in finalists.to_dict(orient="records")]
     fig.add_trace(go.Scatter(x=x, y=finalists["brief_accuracy"], mode="markers", name="brief accuracy", text=text,
                              hovertemplate="%{text}<extra></extra>", marker=dict(color=TRIAL_COLOR, size=9)))
     fig.add_trace(go.Scatter(x=x, y=finalists["final_val_acc"], mode="markers", name="final accuracy", text=text,
                              hovertemplate="%{text}<extra></extra>",
-                             marker=dict(color=[FRONT_COLOR if on else INFEASIBLE_COLOR for on in finalists["on_front"]],
+                             marker=dict(color=[FRONT_COLOR if on else INFEASIBLE_COLOR
+                                                for on in finalists["on_front"]],
                                          size=12, symbol=["star" if k else "circle" for k in finalists["knee"]])))
     fig.update_layout(title="finalists: brief -> final validation accuracy (red: on the front, star: knee)",
                       xaxis_title=spec.label, yaxis_title="validation accuracy", **LAYOUT)

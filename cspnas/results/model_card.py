@@ -130,7 +130,8 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
                   "2% of the value), so it may exceed the limit where it is deployed; time it there before relying "
                   "on it.", ""]
     if curve:
-        lines += [f"{'Search-training v' if final else 'V'}alidation accuracy per epoch: {', '.join(f'{100 * float(a):.2f}%' for a in curve)}.", ""]
+        lines += [f"{'Search-training v' if final else 'V'}alidation accuracy per epoch: "
+                  f"{', '.join(f'{100 * float(a):.2f}%' for a in curve)}.", ""]
     lines += ["## Files", ""]
     what = {"arch.json": "the architecture (`cspnas.build_model` / `cspnas train` read it)",
             "weights.safetensors": "the trained state_dict (safetensors)",

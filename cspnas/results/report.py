@@ -167,7 +167,8 @@ def _finalists_rich(finalists: pd.DataFrame) -> Table:
     for col in ("trial", "architecture", "brief", "final", "test", "rank", "front"):
         table.add_column(col, justify="left" if col == "architecture" else "right", no_wrap=col != "architecture")
     for r in finalists.to_dict(orient="records"):
-        table.add_row(str(r["trial"]), str(r["arch_summary"]), acc.format(r["brief_accuracy"]), acc.format(r["final_val_acc"]),
+        table.add_row(str(r["trial"]), str(r["arch_summary"]), acc.format(r["brief_accuracy"]),
+                      acc.format(r["final_val_acc"]),
                       "-" if pd.isna(r["final_test_acc"]) else acc.format(r["final_test_acc"]),
                       f"{r['brief_rank']} -> {r['final_rank']}",
                       ("◆" if r["knee"] else "yes") if r["on_front"] else "")

@@ -155,7 +155,8 @@ def _train_all(run_dir, settings, study, rows, arch, todo, data, epochs, device,
             log(f"finalist trial {trial} failed: {result['final_failure']}")
         else:
             test = result["final_test_acc"]
-            log(f"finalist trial {trial}: brief {_pct(_brief(rows, trial))} -> final val {_pct(result['final_val_acc'])}"
+            log(f"finalist trial {trial}: brief {_pct(_brief(rows, trial))} -> final val "
+                f"{_pct(result['final_val_acc'])}"
                 + ("" if test is None else f", test {_pct(test)}") + f" ({result['final_train_seconds']:.0f} s)")
     return trained
 

@@ -64,7 +64,9 @@ def tradeoff_figure(run: Run, pts: Points, x: str) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(_scatter(pts.complete, x, "accuracy", "complete trials", color=TRIAL_COLOR, size=8))
     front = pts.front.sort_values(x)
-    fig.add_trace(_scatter(front, x, "accuracy", f"Pareto front ({len(run.objectives)} objectives)",
+    finalists = "final_epochs" in run.front and run.front["final_epochs"].notna().any()
+    fig.add_trace(_scatter(front, x, "accuracy", f"Pareto front ({len(run.objectives)} objectives)"
+                           + (" of the finalists, at brief accuracy (final: see Finalists)" if finalists else ""),
                            color=FRONT_COLOR, size=11, line=dict(color="white", width=1)))
     knee = front[front["knee"]]
     fig.add_trace(_scatter(knee, x, "accuracy", "knee", color=KNEE_COLOR, size=18, symbol="star",

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cspnas.errors import CspnasError
 from cspnas.objectives import COLUMNS, OBJECTIVES, Spec
-from cspnas.run_format import Run
+from cspnas.run_format import Run, pareto_frame
 from cspnas.tables import print_table
 
 FRONT_REPORT_COLUMNS = ("trial", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights", "confirmed",
@@ -45,6 +45,8 @@ def run_totals(run: Run) -> RunTotals:
     states = run.trials["state"].value_counts()
     hv = run.trials["hypervolume"].dropna()
     # hypervolume never decreases with fixed refs; max() is right even if trials finish out of order
+    if not run.finalists.empty:  # the front is the finalists' (on final accuracy): its own hypervolume
+        hv = pd.Series([pareto_frame(run.trials, run.config)[1]])
     return RunTotals(
         trials=len(run.trials),
         **{s: int(states.get(s, 0)) for s in ("complete", "infeasible", "pruned", "failed", "running", "interrupted")},

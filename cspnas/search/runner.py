@@ -22,7 +22,7 @@ from cspnas.errors import CspnasError
 from cspnas.objectives import references
 from cspnas.runlock import RunLock
 from cspnas.search.costs import CostMeter
-from cspnas.search.finalists import check_finalist_device, run_finalists
+from cspnas.search.finalists import check_epochs, check_finalist_device, run_finalists
 from cspnas.faults import crash_point
 from cspnas.search.gate import MeasureGate
 from cspnas.search.interrupt import StopRequest, resume_hint
@@ -36,6 +36,7 @@ from cspnas.search.resume import check_resume, record_resume, sampler_seed
 from cspnas.search.settings import SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace, load_space, parse_space
+from cspnas.study_db import study_attr
 
 @dataclass(frozen=True)
 class SearchOutcome:
@@ -144,6 +145,9 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         given = {**(given or {}), **({"budget": budget} if budget is not None else {})}
         config, changed, used, trials_before = check_resume(run_dir, given)  # refused: nothing was written
         settings = SearchSettings.from_dict(config["settings"])
+        if settings.finalists:  # finalists of one run share one length: refused now, before anything is written
+            recorded = study_attr(run_dir / run_format.STUDY, run_format.FINAL_ATTR) or {}
+            check_epochs(run_dir, {int(k): v for k, v in recorded.items()}, settings.final_epochs)
         space = parse_space(config["space_yaml"], origin=f"{run_dir}/config.yaml:space_yaml")
     else:
         assert settings is not None

@@ -124,3 +124,7 @@ def test_finalize_stopped_mid_way_finishes_without_redoing(tmp_path, one_thread,
     table = finalists_table(r)
     assert sorted(table["final_rank"]) == [1, 2] or list(table["final_rank"]) == [1, 1]
     assert len(report_dict(r)["finalists"]) == 2
+    from cspnas.results.dashboard import render_dashboard
+
+    page = render_dashboard(r, importance=False)
+    assert "<h2>Finalists</h2>" in page and "final validation accuracy (red: on the front" in page

@@ -68,8 +68,8 @@ def final_dir(run_dir: Path, trial: int) -> Path:
 
 def recorded_epochs(results: dict[int, dict[str, Any]]) -> int | None:
     """The epochs the run's finalists were trained for (None before any)."""
-    epochs = {r.get("final_epochs") for r in results.values()}
-    return next(iter(epochs)) if len(epochs) == 1 else (max(epochs) if epochs else None)
+    epochs = [r["final_epochs"] for r in results.values() if r.get("final_epochs") is not None]
+    return max(epochs) if epochs else None  # one value: check_epochs keeps it so
 
 
 def check_epochs(run_dir: Path, results: dict[int, dict[str, Any]], epochs: int) -> None:
@@ -171,9 +171,14 @@ def _train_one(run_dir: Path, trial: int, arch_json: str, settings, data, epochs
     out = final_dir(run_dir, trial)
     job = FullTrainSettings(dataset=settings.dataset, epochs=epochs, batch_size=settings.train.batch_size,
                             lr=settings.train.lr, seed=settings.seed)
+    metrics = None
     if (out / METRICS).is_file():  # trained, but the run was killed before the result was recorded
-        metrics = json.loads((out / METRICS).read_text())
-    else:
+        try:
+            metrics = json.loads((out / METRICS).read_text())
+        except (OSError, ValueError):  # damaged: train it again
+            metrics = None
+        metrics = metrics if isinstance(metrics, dict) and metrics.get("epochs") == epochs else None
+    if metrics is None:
         if out.exists() or saved_settings(out).get("epochs") not in (None, epochs):
             shutil.rmtree(out, ignore_errors=True)  # a leftover of another length: start over
             shutil.rmtree(partial_dir(out), ignore_errors=True)

@@ -850,7 +850,7 @@ def test_the_table_is_big_and_ids_are_unique():
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
     commands = {c.argv[0] for c in CASES}
-    assert {"inspect", "space", "search", "report", "dashboard", "export", "train", "presets"} <= commands
+    assert {"inspect", "space", "search", "report", "dashboard", "export", "train", "presets", "finalize"} <= commands
 
 
 def test_the_ray_guard_works(cli_env, tmp_path):

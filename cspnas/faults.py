@@ -1,7 +1,8 @@
 """Fault injection for crash tests. Unset (always, outside tests) each hook costs one dict lookup.
 
 `CSPNAS_KILL_AT=point[:n]` SIGKILLs the driver at the n-th (default 1st) time it reaches
-`point`. Points: after_config, trial_started, trial_told, between_tables, finishing.
+`point`. Points: after_config, trial_started, trial_told, between_tables, finishing, finalist_epoch
+(a finalist's epoch is checkpointed).
 
 `CSPNAS_TEST_FAULT=kind@trial[xN],...` makes a Ray worker fail at the end of that trial's first
 epoch: kind `exit` kills the worker process (os._exit), `host-oom` raises MemoryError,

@@ -3,7 +3,9 @@
     RUN/config.yaml     settings, space, data, latency setup, objectives' references
     RUN/study.db        the Optuna study (SQLite): the single source of truth
     RUN/trials.csv      one row per trial, derived from the study (a search appends while it runs)
-    RUN/pareto.csv      the feasible, full-fidelity Pareto front of trials.csv
+    RUN/pareto.csv      the feasible, full-fidelity Pareto front of trials.csv (of the finalists on their
+                        final accuracy once there are finalists; the brief front is then brief_pareto.csv)
+    RUN/finalists/      trial-N/ of each finalist's longer training (cspnas.search.finalists)
     RUN/weights/        trial-N.safetensors of the trials whose weights are kept
 
 Every file is replaced atomically (temp file + rename), except that a running search appends a
@@ -44,6 +46,7 @@ from cspnas.space.searchspace import load_yaml
 from cspnas.study_db import check_study_db
 
 CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
+BRIEF_PARETO, FINALISTS = "brief_pareto.csv", "finalists"
 STUDY_NAME = "cspnas"
 STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled", "prefiltered")
 # states a screened candidate ends in (prefiltered: feasible, but its zero-cost score ranked too low to train)
@@ -51,25 +54,33 @@ FINAL_STATES = ("complete", "infeasible", "pruned", "failed", "prefiltered")
 TRAINED_STATES = ("complete", "pruned", "failed")  # handed to training: what --budget counts
 
 _MEASURED = [c for c in COLUMNS if c != "accuracy"]
+# a finalist's longer training (cspnas.search.finalists), beside the brief `accuracy`
+FINAL_COLUMNS = ["final_val_acc", "final_test_acc", "final_epochs", "final_train_seconds", "final_weights"]
 TRIAL_COLUMNS = [
     "trial", "state", "fidelity", "epochs_done", "epochs", "arch_hash", "arch_summary", "arch_json",
     *_MEASURED, "latency_iqr_ms", "latency_runs", "latency_backend",
     "latency_predicted_ms", "latency_measured_ms", "latency_source",  # --latency-model: which value was used
     "feasible", "violations", *SCORE_COLUMNS,  # zero-cost scores (cspnas.cost.zero_cost)
-    "val_acc_per_epoch", "accuracy", "val_acc_int8", "train_seconds", "cost_seconds", "cost_wait_seconds", "started_at",
+    "val_acc_per_epoch", "accuracy", *FINAL_COLUMNS, "val_acc_int8", "train_seconds", "cost_seconds",
+    "cost_wait_seconds", "started_at",
     "completed_at",
     "failure_reason", "duplicate_of", "weights", "hypervolume", "node",
     *CONFIRMED_COLUMNS, "measured_on",
 ]
 # latency_ms / latency_iqr_ms: the confirmed re-measurement where there is one (`confirmed`); `marginal`: a
 # margin to a limit inside the noise (cspnas.objectives.settled, .marginal)
+# Once there are finalists, pareto.csv is their front on final accuracy: `accuracy` (the objective the front,
+# knee and hypervolume are computed on) is then the final validation accuracy, `brief_accuracy` the brief one,
+# the ranks are among all finalists by accuracy (1 = best), and `weights` are the final weights.
 PARETO_COLUMNS = ["trial", "arch_hash", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights",
-                  "confirmed", "marginal"]
+                  "confirmed", "marginal", "brief_accuracy", "final_val_acc", "final_test_acc", "final_epochs",
+                  "brief_rank", "final_rank"]
+_FRONT_FINAL = ("brief_accuracy", "final_val_acc", "final_test_acc", "final_epochs", "brief_rank", "final_rank")
 _NUMERIC = ("fidelity", "epochs_done", "epochs", *COLUMNS, "latency_iqr_ms", "latency_predicted_ms",
-            "latency_measured_ms", "val_acc_int8", "train_seconds", "cost_seconds",
+            "latency_measured_ms", "val_acc_int8", *FINAL_COLUMNS[:-1], "train_seconds", "cost_seconds",
             "cost_wait_seconds", "hypervolume", *CONFIRMED_COLUMNS, *SCORE_COLUMNS)
 _TEXT = ("arch_hash", "arch_summary", "arch_json", "latency_backend", "latency_source", "violations", "val_acc_per_epoch",
-         "failure_reason", "duplicate_of", "weights", "started_at", "completed_at")
+         "failure_reason", "duplicate_of", "weights", "final_weights", "started_at", "completed_at")
 
 
 def weights_path(trial: int) -> str:
@@ -235,9 +246,10 @@ def trial_row(t, run_dir: Path) -> dict[str, Any]:
 def trial_rows(study, config: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
     """trials.csv rows of a study (in trial order), with the hypervolume after each full-fidelity trial."""
     rows = [trial_row(t, run_dir) for t in study.get_trials(deepcopy=False)]
-    confirmed = confirmed_latencies(study)
+    confirmed, final = confirmed_latencies(study), final_results(study)
     for row in rows:
         row.update(confirmed.get(row["trial"], {}))
+        row.update(final_row(final.get(row["trial"]), run_dir))
         row["hypervolume"] = None
     done = front_candidates(rows_frame(rows))
     if len(done):
@@ -279,6 +291,33 @@ def record_confirmed(study, found: dict[int, dict[str, Any]]) -> None:
     study.set_user_attr(CONFIRMED_ATTR, merged)
 
 
+# A finalist's result (cspnas.search.finalists) is recorded as soon as its training ends. Its trial is finished,
+# and Optuna keeps finished trials read-only, so the results live in one study attribute, {trial: fields}.
+FINAL_ATTR = "finalists"
+
+
+def final_results(study) -> dict[int, dict[str, Any]]:
+    """The finalists' results by trial number: final_val_acc, final_test_acc, final_epochs,
+    final_train_seconds, final_weights (relative to RUN)."""
+    return {int(k): v for k, v in (study.user_attrs.get(FINAL_ATTR) or {}).items()}
+
+
+def record_final(study, trial: int, result: dict[str, Any]) -> None:
+    """Add one finalist's result to the study (read, merge, write: only the run's lock holder writes)."""
+    merged = {str(k): v for k, v in final_results(study).items()}
+    merged[str(trial)] = result
+    study.set_user_attr(FINAL_ATTR, merged)
+
+
+def final_row(result: dict[str, Any] | None, run_dir: Path) -> dict[str, Any]:
+    """trials.csv's final_* cells of a trial (empty for a trial that is no finalist)."""
+    result = result or {}
+    row = {c: result.get(c) for c in FINAL_COLUMNS}
+    if row["final_weights"] and not (run_dir / row["final_weights"]).is_file():
+        row["final_weights"] = None  # the table says what is on disk
+    return row
+
+
 def front_candidates(df: pd.DataFrame) -> pd.DataFrame:
     """Feasible, full-fidelity, completed trials: the only ones allowed on the front."""
     if df.empty:
@@ -288,14 +327,41 @@ def front_candidates(df: pd.DataFrame) -> pd.DataFrame:
     return df[mask].astype({c: float for c in COLUMNS})
 
 
-def pareto_frame(trials: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, float]:
-    """pareto.csv of a trials table and the front's hypervolume."""
+def finalist_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The front candidates that have a final accuracy (the finalists)."""
+    cand = front_candidates(df)
+    if cand.empty or "final_val_acc" not in cand.columns:
+        return cand.iloc[0:0]
+    return cand[pd.to_numeric(cand["final_val_acc"], errors="coerce").notna()]
+
+
+def brief_pareto_frame(trials: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, float]:
+    """The front of every front candidate on its brief accuracy, and its hypervolume (the search's own front)."""
     cand = front_candidates(trials)
     if cand.empty:
         return pd.DataFrame(columns=PARETO_COLUMNS), 0.0
+    return _front_table(cand, config)
+
+
+def pareto_frame(trials: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, float]:
+    """pareto.csv of a trials table and the front's hypervolume: the brief front, or, once there are
+    finalists, the front of the finalists on their final accuracy (a brief accuracy and a final one are
+    different fidelities: trials without a final one cannot be compared with those that have one)."""
+    final = finalist_rows(trials)
+    if final.empty:
+        return brief_pareto_frame(trials, config)
+    acc = final["final_val_acc"].astype(float)
+    final = final.assign(brief_accuracy=final["accuracy"], final_val_acc=acc, accuracy=acc,
+                         weights=final["final_weights"],
+                         brief_rank=final["accuracy"].rank(ascending=False, method="min").astype(int),
+                         final_rank=acc.rank(ascending=False, method="min").astype(int))
+    return _front_table(final, config)
+
+
+def _front_table(cand: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFrame, float]:
     front = compute_front(settled(cand), objectives_of(config))
     table = front.table.assign(marginal=marginal(front.table, run_limits(config)))
-    return table[PARETO_COLUMNS].reset_index(drop=True), front.hypervolume
+    return table.reindex(columns=PARETO_COLUMNS).reset_index(drop=True), front.hypervolume
 
 
 _PRUNABLE = ("complete", "pruned", "failed")  # finished trials whose weights go unless kept
@@ -314,6 +380,10 @@ class LiveTables:
     of trials off the front are deleted as they leave it (`keep`: --keep-weights), and the rows of
     those trials are appended again, so the table still says what is on disk. A new knob column
     (a conditional knob sampled for the first time) rewrites trials.csv from memory.
+
+    `front` is always the brief front (what the search extends trial by trial); once the run has
+    finalists, pareto.csv holds their front on final accuracy (`shown`, fixed while trials are added:
+    finalists change only when they are trained) and brief_pareto.csv the brief front.
     """
 
     def __init__(self, run_dir: Path, config: dict[str, Any], keep: str):
@@ -325,6 +395,8 @@ class LiveTables:
         self._columns = [o.column for o in objectives]
         self._signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in objectives])
         self._set_front(pd.DataFrame(columns=PARETO_COLUMNS))
+        self.shown: pd.DataFrame | None = None  # the finalists' front once there are finalists
+        self.shown_hypervolume = 0.0
 
     def _set_front(self, front: pd.DataFrame) -> None:
         """The front, and what the per-trial check needs of it as plain arrays (pandas is slow per call)."""
@@ -338,8 +410,12 @@ class LiveTables:
 
     def rebuild(self, study) -> None:
         rows = trial_rows(study, self.config, self.run_dir)
-        front, self.hypervolume = pareto_frame(rows_frame(rows), self.config)
+        frame = rows_frame(rows)
+        front, self.hypervolume = brief_pareto_frame(frame, self.config)
         self._set_front(front)
+        self.shown = None
+        if not finalist_rows(frame).empty:
+            self.shown, self.shown_hypervolume = pareto_frame(frame, self.config)
         kept = set(self.front_trials)
         for row in rows:
             self._prune(row, kept)
@@ -360,7 +436,7 @@ class LiveTables:
             members = sorted([self.rows[t] for t in self.front_trials if t != number] + [row],
                              key=lambda r: r["trial"])  # ties go to the lower trial, as in a rebuild
             before = self.front_trials
-            front, hv = pareto_frame(rows_frame(members), self.config)
+            front, hv = brief_pareto_frame(rows_frame(members), self.config)
             self._set_front(front)
             row["hypervolume"] = self.hypervolume = hv  # the hypervolume after this trial
             front_moved = self.front_trials != before
@@ -411,7 +487,12 @@ class LiveTables:
         write_atomic(self.run_dir / TRIALS, csv_text(rows, self.columns))
 
     def _write_front(self) -> None:
-        write_csv_atomic(self.front, self.run_dir / PARETO)
+        if self.shown is None:
+            write_csv_atomic(self.front, self.run_dir / PARETO)
+            (self.run_dir / BRIEF_PARETO).unlink(missing_ok=True)  # no finalists (any more): one front
+        else:
+            write_csv_atomic(self.front, self.run_dir / BRIEF_PARETO)
+            write_csv_atomic(self.shown, self.run_dir / PARETO)
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -464,12 +545,21 @@ class Run:
         return None if rows.empty else rows.iloc[-1]
 
     def weights_path(self, row: pd.Series) -> Path | None:
-        """Absolute path of a trial's kept weights, or None when they were not kept (or are gone)."""
-        rel = row.get("weights")
-        if not isinstance(rel, str) or not rel.strip():
-            return None
-        path = self.path / rel
-        return path if path.is_file() else None
+        """Absolute path of a trial's kept weights, or None when they were not kept (or are gone): a
+        finalist's final weights where it has them, else its brief training's."""
+        for key in ("final_weights", "weights"):
+            rel = row.get(key)
+            if isinstance(rel, str) and rel.strip() and (self.path / rel).is_file():
+                return self.path / rel
+        return None
+
+    @property
+    def finalists(self) -> pd.DataFrame:
+        """trials.csv rows of the finalists (trials with a final accuracy), best final accuracy first."""
+        t = self.trials
+        if "final_val_acc" not in t.columns:
+            return t.iloc[0:0]
+        return t[t["final_val_acc"].notna()].sort_values(["final_val_acc", "trial"], ascending=[False, True])
 
 
 def load_run(path: str | Path) -> Run:
@@ -589,6 +679,8 @@ def _read_front(path: Path, objective_columns: list[str]) -> pd.DataFrame:
         raise CspnasError(f"{path}: missing column(s) {', '.join(missing)}; was it written by `cspnas search`?")
     df["trial"] = _int_column(path, df["trial"], "trial")
     for col in (*COLUMNS, "latency_iqr_ms"):
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
+    for col in _FRONT_FINAL:  # absent in runs written before finalists
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else float("nan")
     for col in ("knee", "confirmed", "marginal"):
         df[col] = _bool_column(df[col]) if col in df.columns else False

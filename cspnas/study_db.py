@@ -77,3 +77,10 @@ def trial_counts(path: Path, final_states: tuple[str, ...]) -> tuple[int, int]:
                              f"AND value_json IN ({marks})", [json.dumps(s) for s in final_states]).fetchone()[0]
         total = conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
     return final, total
+
+
+def study_attr(path: Path, key: str):
+    """A study user attribute of a checked study.db (None when unset), read without opening it for writing."""
+    with _reading(Path(path)) as conn:
+        row = conn.execute("SELECT value_json FROM study_user_attributes WHERE key = ?", [key]).fetchone()
+    return None if row is None else json.loads(row[0])

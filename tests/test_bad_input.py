@@ -240,6 +240,15 @@ def lock_from_another_host(run: Path) -> None:
     write(run / ".lock", json.dumps({"host": "elsewhere.example", "pid": 4242, "started": 1.8e9, "ray": []}))
 
 
+def edit_settings(run: Path, **changes) -> None:
+    """Change settings in a run's config.yaml, as a search with those flags would have written them."""
+    import yaml
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["settings"].update(changes)
+    write(run / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
 def set_stage(key: str, value):
     def edit(arch: dict) -> None:
         arch["stages"][0][key] = value
@@ -428,6 +437,26 @@ CASES = [
     case("search-resume-locked-on-another-host", "search --no-dashboard --resume results/run --budget 5",
          ["locked by a search on elsewhere.example (pid 4242", "cannot be checked from"],
          "delete results/run/.lock", copy_run("resumable_used", edit=lock_from_another_host)),
+
+    # ---- finalists (search --finalists, cspnas finalize)
+    case("search-finalists-0", SEARCH + "--finalists 0", "--finalists", ">= 1"),
+    case("search-final-epochs-0", SEARCH + "--finalists 2 --final-epochs 0", "--final-epochs", ">= 1"),
+    case("search-finalists-without-weights", SEARCH + "--finalists 2 --keep-weights none",
+         ["--finalists", "--keep-weights none"], "drop --keep-weights none"),
+    case("finalize-finalists-0", "finalize results/run --finalists 0", "--finalists", ">= 1", copy_run("good")),
+    case("finalize-final-epochs-0", "finalize results/run --final-epochs 0", "--final-epochs", ">= 1",
+         copy_run("good")),
+    case("finalize-missing-run", "finalize results/gone", ["results/gone", "no such run directory"],
+         "results/<name>"),
+    case("finalize-not-a-run", "finalize results", ["results", "not a cspnas run"], "the folder a search wrote",
+         mkdir("results")),
+    case("finalize-run-without-weights", "finalize results/run", ["results/run", "--keep-weights none"],
+         "--keep-weights front", copy_run("good", edit=lambda run: edit_settings(run, keep_weights="none"))),
+    case("finalize-run-without-its-data", "finalize results/run", ["results/run", "cannot read the run's data"],
+         "put the data where the search read it",
+         copy_run("good", edit=lambda run: edit_settings(run, dataset="folder", data_dir="/nonexistent/photos"))),
+    case("finalize-run-in-use", "finalize results/run", ["results/run", "in use by a search"],
+         "wait for it to end", copy_run("good", edit=lock_from_another_host)),
 
     # ---- report
     case("report-missing-run", "report results/gone", ["results/gone", "no such run directory"],
@@ -828,7 +857,7 @@ def test_the_table_is_big_and_ids_are_unique():
     assert len(CASES) >= 30
     assert len({c.id for c in CASES}) == len(CASES)
     commands = {c.argv[0] for c in CASES}
-    assert {"inspect", "space", "search", "report", "dashboard", "export", "train", "presets"} <= commands
+    assert {"inspect", "space", "search", "report", "dashboard", "export", "train", "presets", "finalize"} <= commands
 
 
 def test_the_ray_guard_works(cli_env, tmp_path):

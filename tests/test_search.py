@@ -153,12 +153,16 @@ def test_asha_stopped_trials_are_pruned_not_on_the_front(tmp_path):
 
 def test_two_objectives_and_a_memory_limit_hold_across_resume(tmp_path):
     """--objectives accuracy,latency with --max-memory: two-objective study, memory-infeasible trials never
-    trained, and a resumed run keeps its objectives."""
+    trained, and a resumed run keeps its objectives. The resume adds --finalists 2 --final-epochs 2: after the
+    trials, brief-front members are retrained in the driver and the front is put on their final accuracy."""
+    from cspnas.run_format import final_results, pareto_frame
+
     limits = Constraints(max_memory=60_000)
     run = run_search(settings(tmp_path, "two", budget=3, objectives=("accuracy", "latency"), constraints=limits,
                               sampler="random"), live=False).run_dir
-    out = run_search(resume=run, budget=4, live=False)
-    trials, front, study = load(run)
+    out = run_search(resume=run, budget=4, given={"finalists": 2, "final_epochs": 2}, live=False)
+    trials, final_front, study = load(run)
+    front = pd.read_csv(run / "brief_pareto.csv")  # the search's own front, on brief accuracy
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["settings"]["objectives"] == ["accuracy", "latency"] and (trials["state"] != "infeasible").sum() == 4
     assert study.metric_names == ["accuracy", "latency_ms"] and len(study.directions) == 2
@@ -171,7 +175,18 @@ def test_two_objectives_and_a_memory_limit_hold_across_resume(tmp_path):
     done = trials[(trials["state"] == "complete") & (trials["fidelity"] >= 1)]
     on_confirmed = compute_front(settled(done), objectives_of(config))  # the front stands on confirmed latencies
     assert sorted(on_confirmed.table["trial"]) == sorted(front["trial"]) and front["confirmed"].all()
-    assert out.hypervolume == pytest.approx(on_confirmed.hypervolume)
+
+    # the finalists: brief-front members, trained for 2 epochs, tested; pareto.csv their front on final accuracy
+    results, final = final_results(study), trials[trials["final_val_acc"].notna()]
+    assert len(results) == len(final) == min(2, len(front)) and set(final["trial"]) <= set(front["trial"])
+    assert (final["final_epochs"] == 2).all() and final["final_test_acc"].between(0, 1).all()
+    assert config["settings"]["finalists"] == 2 and config["resumes"][-1]["changed"]["finalists"] == [None, 2]
+    by_trial = final.set_index("trial")
+    assert (final_front["accuracy"].to_numpy() == by_trial.loc[final_front["trial"], "final_val_acc"].to_numpy()).all()
+    assert all((run / w).is_file() for w in final_front["weights"])  # the final weights
+    expected, hv = pareto_frame(load_run(run).trials, config)
+    assert sorted(expected["trial"]) == sorted(final_front["trial"]) == sorted(out.front["trial"])
+    assert out.hypervolume == pytest.approx(hv)
 
 
 # ---------------------------------------------------------------- cluster device and GPU share

@@ -3,7 +3,8 @@
 
 def register_more(sub) -> None:
     """Commands added by later modules (search, report, ...) register their parsers here."""
-    from cspnas.commands import dashboard_cmd, export_cmd, latency_cmd, report_cmd, search_cmd, train_cmd
+    from cspnas.commands import (dashboard_cmd, export_cmd, finalize_cmd, latency_cmd, report_cmd, search_cmd,
+                                 train_cmd)
 
-    for module in (search_cmd, report_cmd, dashboard_cmd, export_cmd, train_cmd, latency_cmd):
+    for module in (search_cmd, finalize_cmd, report_cmd, dashboard_cmd, export_cmd, train_cmd, latency_cmd):
         module.register(sub)

@@ -21,7 +21,7 @@ _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), 
               ("--latency-precision", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--latency-model", str),
-              ("--keep-weights", str), ("--seed", int),
+              ("--keep-weights", str), ("--finalists", int), ("--final-epochs", int), ("--seed", int),
               ("--results-dir", str), ("--address", str), ("--latency-node", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
                 ("--lr", float, None), ("--cuda-step", str, None))
@@ -123,7 +123,10 @@ def _print_summary(outcome) -> None:
     counts = trials["state"].value_counts().to_dict()
     from cspnas.results.report import shown_objectives
 
-    table = Table(title=f"Pareto front ({len(front)} of {len(trials)} trials; hypervolume {outcome.hypervolume:.4f})")
+    on_final = "final_epochs" in front and front["final_epochs"].notna().any()  # the finalists' front
+    table = Table(title=f"Pareto front ({len(front)} of {len(trials)} trials"
+                        + (", the finalists on their final accuracy" if on_final else "")
+                        + f"; hypervolume {outcome.hypervolume:.4f})")
     shown = shown_objectives(front)
     for col in ("trial", "architecture", *(s.header for s in shown), "knee"):
         table.add_column(col, justify="left" if col == "architecture" else "right", no_wrap=col != "architecture")

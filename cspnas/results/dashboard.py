@@ -12,7 +12,8 @@ from cspnas.fsutil import write_atomic
 from cspnas.results import figures
 from cspnas.results.importance import param_importances
 from cspnas.objectives import OBJECTIVES, specs
-from cspnas.results.report import MARGINAL_NOTE, front_table, run_totals, shown_objectives, totals_line
+from cspnas.results.report import (MARGINAL_NOTE, finalists_note, finalists_table, front_table, run_totals,
+                                   shown_objectives, totals_line)
 from cspnas.run_format import Run, load_run
 from cspnas.runlock import search_is_running
 
@@ -46,6 +47,9 @@ def write_dashboard(run_path: str | Path, *, importance: bool = True) -> Path:
 def render_dashboard(run: Run, *, importance: bool = True) -> str:
     pts = figures.split_points(run)
     sections: list[str] = [_header(run), _front_html(run)]
+    finalists = finalists_table(run)
+    if len(finalists):
+        sections.append(_finalists_html(run, finalists))
     others = [s for s in specs(run.objectives) if s.name != "accuracy"]
     for spec in others:
         sections.append(_section(f"Accuracy vs {spec.title}", figures.tradeoff_figure(run, pts, spec.column),
@@ -107,6 +111,25 @@ def _front_html(run: Run) -> str:
     head = "".join(f"<th>{h}</th>" for h in headers)
     note = f'<p class="note">{MARGINAL_NOTE}</p>' if front["marginal"].any() else ""
     return f"<section><h2>Pareto front</h2><table><tr>{head}</tr>{''.join(rows)}</table>{note}</section>"
+
+
+def _finalists_html(run: Run, finalists) -> str:
+    """How each finalist moved: brief -> final accuracy and rank, test accuracy, a figure."""
+    acc = OBJECTIVES["accuracy"]
+    rows = []
+    for r in finalists.to_dict(orient="records"):
+        test = "-" if r["final_test_acc"] != r["final_test_acc"] else acc.format(r["final_test_acc"])
+        cells = [str(r["trial"]), html.escape(str(r["arch_summary"])), acc.format(r["brief_accuracy"]),
+                 acc.format(r["final_val_acc"]), test, f"{r['brief_rank']} &rarr; {r['final_rank']}",
+                 ("&#9670; knee" if r["knee"] else "front") if r["on_front"] else ""]
+        rows.append("<tr>" + "".join(f"<td{'' if i in (1, 6) else ' class=num'}>{c}</td>"
+                                     for i, c in enumerate(cells)) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("trial", "architecture", "brief val.", "final val.", "test",
+                                             "rank (brief &rarr; final)", ""))
+    fig = figures.finalists_figure(run, finalists)
+    div = fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG) if fig is not None else ""
+    return (f"<section><h2>Finalists</h2><p class=\"meta\">{html.escape(finalists_note(run) or '')}</p>"
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>{div}</section>")
 
 
 def _section(title: str, fig: go.Figure | None, note: str) -> str:

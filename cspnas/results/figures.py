@@ -1,4 +1,4 @@
-"""Plotly figures of a run: trade-offs, 3-D front, hypervolume, knobs, importance, the CSP question."""
+"""Plotly figures of a run: trade-offs, 3-D front, hypervolume, knobs, importance, the CSP question, finalists."""
 from __future__ import annotations
 
 import html
@@ -64,7 +64,9 @@ def tradeoff_figure(run: Run, pts: Points, x: str) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(_scatter(pts.complete, x, "accuracy", "complete trials", color=TRIAL_COLOR, size=8))
     front = pts.front.sort_values(x)
-    fig.add_trace(_scatter(front, x, "accuracy", f"Pareto front ({len(run.objectives)} objectives)",
+    finalists = "final_epochs" in run.front and run.front["final_epochs"].notna().any()
+    fig.add_trace(_scatter(front, x, "accuracy", f"Pareto front ({len(run.objectives)} objectives)"
+                           + (" of the finalists, at brief accuracy (final: see Finalists)" if finalists else ""),
                            color=FRONT_COLOR, size=11, line=dict(color="white", width=1)))
     knee = front[front["knee"]]
     fig.add_trace(_scatter(knee, x, "accuracy", "knee", color=KNEE_COLOR, size=18, symbol="star",
@@ -239,3 +241,35 @@ def _bin_label(macs: pd.Series) -> str:
     lo, hi = macs.min(), macs.max()
     return format_count(lo) if lo == hi else f"{format_count(lo)}–{format_count(hi)}"
 
+
+
+def finalists_figure(run: Run, finalists: pd.DataFrame) -> go.Figure | None:
+    """How each finalist moved: an arrow from its brief to its final validation accuracy, at its cost in the run's
+    first cost objective; the finalists' front (on final accuracy) in red. `finalists`: report.finalists_table."""
+    spec = next((s for s in specs(run.objectives) if s.name != "accuracy"), None)
+    if finalists.empty or spec is None:
+        return None
+    cost = run.trials.set_index("trial")[spec.column]
+    fig = go.Figure()
+    for r in finalists.to_dict(orient="records"):
+        x = float(cost.get(r["trial"]))
+        x = math.log10(x) if spec.log else x  # annotations take log10 values on a log axis
+        fig.add_annotation(x=x, y=r["final_val_acc"], ax=x, ay=r["brief_accuracy"], xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=2, arrowcolor="#888", text="")
+    x = [float(cost.get(t)) for t in finalists["trial"]]
+    text = [f"<b>trial {r['trial']}</b><br>{html.escape(str(r['arch_summary']))}<br>"
+            f"brief {100 * r['brief_accuracy']:.2f}% -> final {100 * r['final_val_acc']:.2f}%<br>"
+            f"rank {r['brief_rank']} -> {r['final_rank']}"
+            for r in finalists.to_dict(orient="records")]
+    fig.add_trace(go.Scatter(x=x, y=finalists["brief_accuracy"], mode="markers", name="brief accuracy", text=text,
+                             hovertemplate="%{text}<extra></extra>", marker=dict(color=TRIAL_COLOR, size=9)))
+    fig.add_trace(go.Scatter(x=x, y=finalists["final_val_acc"], mode="markers", name="final accuracy", text=text,
+                             hovertemplate="%{text}<extra></extra>",
+                             marker=dict(color=[FRONT_COLOR if on else INFEASIBLE_COLOR
+                                                for on in finalists["on_front"]],
+                                         size=12, symbol=["star" if k else "circle" for k in finalists["knee"]])))
+    fig.update_layout(title="finalists: brief -> final validation accuracy (red: on the front, star: knee)",
+                      xaxis_title=spec.label, yaxis_title="validation accuracy", **LAYOUT)
+    fig.update_xaxes(type="log" if spec.log else "linear")
+    fig.update_yaxes(tickformat=".0%")
+    return fig

@@ -57,6 +57,19 @@ def _engine(lat: dict) -> str:
     return "in PyTorch eager mode"
 
 
+def _final_rows(row: pd.Series, dataset: str) -> list[str]:
+    """A finalist's metrics rows: its final validation and test accuracy."""
+    epochs = int(row["final_epochs"])
+    how = (f"after {epochs} epoch(s) of finalist training (retrained from scratch with the search's split, seed "
+           "and recipe; `cspnas finalize`), these weights")
+    rows = [f"| validation accuracy | {100 * float(row['final_val_acc']):.2f}% | top-1 on the "
+            f"{_code(dataset, in_table=True)} validation split {how} |"]
+    if pd.notna(row.get("final_test_acc")):
+        rows.append(f"| test accuracy | {100 * float(row['final_test_acc']):.2f}% | top-1 on the "
+                    f"{_code(dataset, in_table=True)} test split (never seen by the search), the same weights |")
+    return rows
+
+
 def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: list[str], checks: list,
                weights_kept: bool) -> str:
     c = run.config
@@ -74,6 +87,7 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
     data = c.get("data") if isinstance(c.get("data"), dict) else {}
     chosen = PICK_WORDS.get(pick, f"trial {trial}, chosen by number")
     curve = parse_json_list(row.get("val_acc_per_epoch"))
+    final = pd.notna(row.get("final_val_acc"))  # a finalist: the exported weights are its final training's
     measured = c.get("measured_on") if isinstance(c.get("measured_on"), dict) else {}
     measured_on = (f"{measured.get('hostname')} ({measured.get('cpu_model')})" if measured
                    else "the machine that ran the search")
@@ -89,9 +103,11 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         "",
         "| metric | value | how it was measured |",
         "|---|---|---|",
-        f"| validation accuracy | {100 * float(row['accuracy']):.2f}% | top-1 on the "
+        *(_final_rows(row, dataset) if final else []),
+        f"| {'brief ' if final else ''}validation accuracy | {100 * float(row['accuracy']):.2f}% | top-1 on the "
         f"{_code(dataset, in_table=True)} validation split "
-        f"after {epochs} epoch(s) of search training (a search budget, not training to convergence) |",
+        f"after {epochs} epoch(s) of search training (a search budget, not training to convergence"
+        + ("; not these weights" if final and weights_kept else "") + ") |",
         f"| MACs | {int(row['macs']):,} ({format_count(row['macs'])}) | fvcore, batch 1, input "
         f"1x{arch.in_chs}x{_text(size)}x{_text(size)}; 1 multiply-add = 1 MAC, batch-norm counted, activations not |",
         f"| parameters | {int(row['params']):,} ({format_count(row['params'])}) | every parameter, buffers excluded |",
@@ -103,8 +119,9 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
         f"on {_text(measured_on)}"
         + (", confirmed by re-timing at the end of the search (interleaved passes)" if _yes(row.get("confirmed"))
            else "") + " |",
-        *([f"| int8 validation accuracy | {100 * float(row['val_acc_int8']):.2f}% | the same trained weights "
-           "quantized as `--format onnx-int8` writes them (ONNX Runtime static QDQ), same split |"]
+        *([f"| int8 validation accuracy | {100 * float(row['val_acc_int8']):.2f}% | the "
+           + ("brief training's weights (not these)" if final else "same trained weights")
+           + " quantized as `--format onnx-int8` writes them (ONNX Runtime static QDQ), same split |"]
           if pd.notna(row.get("val_acc_int8")) else []),
         "",
     ]
@@ -113,7 +130,8 @@ def model_card(run: Run, row: pd.Series, arch: ArchConfig, pick: str, files: lis
                   "2% of the value), so it may exceed the limit where it is deployed; time it there before relying "
                   "on it.", ""]
     if curve:
-        lines += [f"Validation accuracy per epoch: {', '.join(f'{100 * float(a):.2f}%' for a in curve)}.", ""]
+        lines += [f"{'Search-training v' if final else 'V'}alidation accuracy per epoch: "
+                  f"{', '.join(f'{100 * float(a):.2f}%' for a in curve)}.", ""]
     lines += ["## Files", ""]
     what = {"arch.json": "the architecture (`cspnas.build_model` / `cspnas train` read it)",
             "weights.safetensors": "the trained state_dict (safetensors)",

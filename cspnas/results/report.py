@@ -11,11 +11,13 @@ from rich.table import Table
 
 from cspnas.errors import CspnasError
 from cspnas.objectives import COLUMNS, OBJECTIVES, Spec
-from cspnas.run_format import Run
+from cspnas.run_format import Run, pareto_frame
 from cspnas.tables import print_table
 
 FRONT_REPORT_COLUMNS = ("trial", "arch_summary", *COLUMNS, "latency_iqr_ms", "knee", "weights", "confirmed",
-                        "marginal")
+                        "marginal", "brief_accuracy", "final_test_acc", "final_epochs")
+FINALIST_COLUMNS = ("trial", "arch_summary", "brief_accuracy", "final_val_acc", "final_test_acc", "brief_rank",
+                    "final_rank", "on_front", "knee", "final_epochs", "final_train_seconds")
 MARGINAL_NOTE = "marginal = within measurement noise of a limit"
 
 
@@ -44,6 +46,8 @@ def run_totals(run: Run) -> RunTotals:
     states = run.trials["state"].value_counts()
     hv = run.trials["hypervolume"].dropna()
     # hypervolume never decreases with fixed refs; max() is right even if trials finish out of order
+    if not run.finalists.empty:  # the front is the finalists' (on final accuracy): its own hypervolume
+        hv = pd.Series([pareto_frame(run.trials, run.config)[1]])
     return RunTotals(
         trials=len(run.trials),
         **{s: int(states.get(s, 0)) for s in ("complete", "infeasible", "pruned", "failed", "running", "interrupted",
@@ -82,6 +86,33 @@ def front_table(run: Run, sort: str = "accuracy") -> pd.DataFrame:
     return ordered.reset_index(drop=True)
 
 
+def finalists_table(run: Run) -> pd.DataFrame:
+    """How each finalist moved: brief -> final validation accuracy, test accuracy, its rank among the
+    finalists by accuracy before and after (1 = best), whether it is on the front (on final accuracy)."""
+    f = run.finalists
+    if f.empty:
+        return pd.DataFrame(columns=list(FINALIST_COLUMNS))
+    front = run.front.set_index("trial")
+    table = pd.DataFrame({
+        "trial": f["trial"], "arch_summary": f["arch_summary"], "brief_accuracy": f["accuracy"],
+        "final_val_acc": f["final_val_acc"], "final_test_acc": f["final_test_acc"],
+        "brief_rank": f["accuracy"].rank(ascending=False, method="min").astype(int),
+        "final_rank": f["final_val_acc"].rank(ascending=False, method="min").astype(int),
+        "on_front": f["trial"].isin(front.index), "knee": f["trial"].map(front["knee"]).eq(True),
+        "final_epochs": f["final_epochs"], "final_train_seconds": f["final_train_seconds"]})
+    return table.sort_values(["final_rank", "trial"]).reset_index(drop=True)
+
+
+def finalists_note(run: Run) -> str | None:
+    """One line saying what the front's accuracy is once there are finalists (None before)."""
+    f = run.finalists
+    if f.empty:
+        return None
+    epochs = int(f["final_epochs"].max())
+    return (f"front on the final accuracy of {len(f)} finalist(s) ({epochs} epoch{'s' * (epochs != 1)}, retrained "
+            f"from scratch); the brief front ({run.setting('epochs', '?')} epochs) is in brief_pareto.csv")
+
+
 def shown_objectives(front: pd.DataFrame) -> list[Spec]:
     """The objectives a front table shows: every one measured (older runs lack some)."""
     return [s for s in OBJECTIVES.values() if s.column in front and front[s.column].notna().any()]
@@ -92,7 +123,9 @@ def report_dict(run: Run, sort: str = "accuracy") -> dict:
     front = front_table(run, sort)
     records = [{k: _json_value(v) for k, v in row.items()} for row in front.to_dict(orient="records")]
     return {"run": run.name, "path": str(run.path), "dataset": run.setting("dataset"),
-            "objectives": list(run.objectives), "totals": run_totals(run).to_dict(), "sort": sort, "front": records}
+            "objectives": list(run.objectives), "totals": run_totals(run).to_dict(), "sort": sort, "front": records,
+            "finalists": [{k: _json_value(v) for k, v in row.items()}
+                          for row in finalists_table(run).to_dict(orient="records")]}
 
 
 def front_csv(run: Run, sort: str = "accuracy") -> str:
@@ -106,6 +139,8 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
     totals = run_totals(run)
     front = front_table(run, sort)
     title = f"Pareto front of {run.name}" + (f" ({run.setting('dataset')})" if run.setting("dataset") else "")
+    if not run.finalists.empty:
+        title += ", on the finalists' final accuracy"
     marked = bool(front["marginal"].any())
     table = Table(title=title, caption=f"sorted by {sort}; ◆ = knee (closest to the ideal point)"
                   + (f"; {MARGINAL_NOTE}" if marked else ""))
@@ -122,7 +157,26 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
         print_table(table, console)
     else:
         console.print(f"[yellow]{run.name}: no feasible complete trial yet, so the Pareto front is empty[/yellow]")
+    finalists = finalists_table(run)
+    if len(finalists):
+        console.print(finalists_note(run))
+        print_table(_finalists_rich(finalists), console)
     console.print(totals_line(totals))
+
+
+def _finalists_rich(finalists: pd.DataFrame) -> Table:
+    acc = OBJECTIVES["accuracy"]
+    table = Table(title="Finalists: brief -> final accuracy", caption="rank among the finalists by validation "
+                  "accuracy (1 = best); test: the data set's test split (- where it has none)")
+    for col in ("trial", "architecture", "brief", "final", "test", "rank", "front"):
+        table.add_column(col, justify="left" if col == "architecture" else "right", no_wrap=col != "architecture")
+    for r in finalists.to_dict(orient="records"):
+        table.add_row(str(r["trial"]), str(r["arch_summary"]), acc.format(r["brief_accuracy"]),
+                      acc.format(r["final_val_acc"]),
+                      "-" if pd.isna(r["final_test_acc"]) else acc.format(r["final_test_acc"]),
+                      f"{r['brief_rank']} -> {r['final_rank']}",
+                      ("◆" if r["knee"] else "yes") if r["on_front"] else "")
+    return table
 
 
 def totals_line(t: RunTotals) -> str:

@@ -1,5 +1,5 @@
 """Flags given with `--resume RUN`: those that define the search must match the run, the rest
-(budget, concurrency, cluster address, per-trial resources) may change and are recorded.
+(budget, concurrency, cluster address, per-trial resources, finalists) may change and are recorded.
 
 A resume that changed the data, space, epochs, objectives, constraints, seed, sampler or latency
 settings would mix two searches in one study, so each such difference is refused by name. A
@@ -19,7 +19,7 @@ from cspnas.study_db import check_study_db, trial_counts
 # every other setting defines the search.
 # (latency_node too: the measurer's fingerprint is checked instead, cspnas.search.measurer)
 CHANGEABLE = frozenset({"budget", "screen_limit", "concurrency", "address", "cpus_per_trial", "gpus_per_trial",
-                        "trials_per_gpu", "latency_node"})
+                        "trials_per_gpu", "latency_node", "finalists", "final_epochs"})
 # Not settings of the search but of where it is: a resume names RUN instead.
 LOCATION = frozenset({"name", "results_dir"})
 

@@ -22,6 +22,7 @@ from cspnas.errors import CspnasError
 from cspnas.objectives import references
 from cspnas.runlock import RunLock
 from cspnas.search.costs import CostMeter
+from cspnas.search.finalists import check_epochs, check_finalist_device, run_finalists
 from cspnas.faults import crash_point
 from cspnas.search.gate import MeasureGate
 from cspnas.search.interrupt import StopRequest, resume_hint
@@ -35,6 +36,7 @@ from cspnas.search.resume import check_resume, record_resume, sampler_seed
 from cspnas.search.settings import SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace, load_space, parse_space
+from cspnas.study_db import study_attr
 
 @dataclass(frozen=True)
 class SearchOutcome:
@@ -152,6 +154,9 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         given = {**(given or {}), **({"budget": budget} if budget is not None else {})}
         config, changed, used, trials_before = check_resume(run_dir, given)  # refused: nothing was written
         settings = SearchSettings.from_dict(config["settings"])
+        if settings.finalists:  # finalists of one run share one length: refused now, before anything is written
+            recorded = study_attr(run_dir / run_format.STUDY, run_format.FINAL_ATTR) or {}
+            check_epochs(run_dir, {int(k): v for k, v in recorded.items()}, settings.final_epochs)
         space = parse_space(config["space_yaml"], origin=f"{run_dir}/config.yaml:space_yaml")
     else:
         assert settings is not None
@@ -164,6 +169,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     data = load_dataset(settings.dataset, settings.data_dir, val_fraction=settings.val_fraction,
                         split_seed=settings.seed, train_subset=settings.train_subset, image_size=settings.image_size)
     train_device = _resolve_train_device(settings)
+    if settings.finalists:  # they train in this process: a device it lacks fails now, not after the trials
+        check_finalist_device(train_device)
     input_size = settings.latency_input_size or data.input_size
     latency = latency_settings(settings, data.in_chs, input_size)
     try:
@@ -250,12 +257,23 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         if loop.driver_record is not None and loop.disk_full is None:  # the driver's busy share, one per session
             config.setdefault("driver", []).append(loop.driver_record)
             run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
+        if settings.finalists and not stop.requested and loop.disk_full is None:
+            try:
+                with stop.forcible():
+                    run_finalists(run_dir, config, study, settings.finalists, settings.final_epochs,
+                                  device=train_device, log=loop.progress.log, stop=lambda: stop.requested,
+                                  on_result=lambda: loop.refresh(rebuild=True))  # pareto.csv as each finishes
+            except KeyboardInterrupt:
+                raise resume_hint(run_dir, stop.signum or signal.SIGINT) from None
+            loop.finish()  # the front on final accuracy, the dashboard
         if stop.requested:
             raise resume_hint(run_dir, stop.signum)
         if loop.disk_full is not None:
             raise CspnasError(f"disk full while searching ({loop.disk_full}); free space, then continue with "
                               f"`cspnas search --resume {run_dir}` (the trial it hit is re-queued)")
-    return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.front, hypervolume=loop.hypervolume,
+    shown = loop.tables.shown is not None  # finalists: their front on final accuracy
+    return SearchOutcome(run_dir=run_dir, trials=loop.trials, front=loop.tables.shown if shown else loop.front,
+                         hypervolume=loop.tables.shown_hypervolume if shown else loop.hypervolume,
                          wall_seconds=time.monotonic() - t0)
 
 

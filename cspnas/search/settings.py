@@ -110,6 +110,11 @@ class SearchSettings:
     image_size: int | None = _setting(None, "train and measure at N x N pixels, images resized once at load "
                                             "(default: the data set's own size)")
     keep_weights: str = _setting("front", "front | all | none: whose trained weights are kept")
+    finalists: int | None = _setting(None, "after the trials, retrain K front members (the knee first, then spread "
+                                           "along the front) for --final-epochs each and put the front on their "
+                                           "final accuracy (cspnas finalize does it for a finished run)")
+    final_epochs: int = _setting(30, "training epochs of each finalist (same data split, seed and recipe as the "
+                                     "brief training)")
     address: str | None = _setting(None, "join an existing Ray cluster (e.g. 10.0.0.5:6379)")
     latency_node: str | None = _setting(None, "measure latency on the cluster node advertising this Ray resource "
                                               "(ray start --resources '{\"NAME\": 1}'); no trial trains there")
@@ -145,6 +150,10 @@ class SearchSettings:
              "node is one of the Ray cluster the search joins"),
             (self.latency_model is not None or not self.confirm_latency,
              "--confirm-latency confirms a --latency-model's predictions; give --latency-model MODEL.json too"),
+            (self.finalists is None or self.finalists >= 1, f"--finalists must be >= 1, got {self.finalists}"),
+            (self.final_epochs >= 1, f"--final-epochs must be >= 1, got {self.final_epochs}"),
+            (self.finalists is None or self.keep_weights != "none", "--finalists with --keep-weights none: the "
+             "finalists' trained weights would not be kept; drop --keep-weights none"),
             (bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              f"--name must be a plain directory name, got {self.name!r}"),
         ]

@@ -13,9 +13,9 @@ import json
 import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from cspnas.errors import CspnasError, DiskFullError
 from cspnas.fsutil import check_writable_dir, staged_dir, write_atomic
 from cspnas.train.checkpoint import save_weights
 from cspnas.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from cspnas.data import ImageData
 
 SETTINGS, ARCH, CHECKPOINT, WEIGHTS, METRICS = ("settings.json", "arch.json", "checkpoint.pt",
                                                 "weights.safetensors", "metrics.json")
@@ -51,12 +54,17 @@ class FullTrainResult:
 
 def train_full(arch_source: str | Path, out: str | Path, settings: FullTrainSettings, *,
                data_dir: str | Path | None = None, device: str = "auto", resume: bool = False,
-               on_epoch: Callable | None = None) -> FullTrainResult:
-    """Train `arch_source` (ARCH.json or preset) on `settings.dataset`, evaluate on its test split, write `out`.
+               on_epoch: Callable | None = None, recipe: TrainConfig | None = None, data: ImageData | None = None,
+               step_hook: Callable[[], None] | None = None) -> FullTrainResult:
+    """Train `arch_source` (ARCH.json, preset or ArchConfig) on `settings.dataset`, evaluate on its test split,
+    write `out`.
 
     The architecture's num_classes/in_chs are replaced by the data set's. Without `resume`,
     `out` must be new or empty; with it, `out` (or the `.<out>.partial` an interrupted training
-    kept) must hold a checkpoint of the same job.
+    kept) must hold a checkpoint of the same job. `recipe`: the rest of the training recipe (default
+    TrainConfig's; `settings` sets its epochs, batch size, lr and seed); `data`: the data already loaded
+    (e.g. a search's split; default: `settings.dataset` from `data_dir`); `step_hook` runs between steps
+    (raise from it to stop: the finished epochs stay resumable).
     """
     from cspnas.data import load_dataset
     from cspnas.models import load_arch
@@ -66,9 +74,9 @@ def train_full(arch_source: str | Path, out: str | Path, settings: FullTrainSett
     out = Path(out).expanduser()
     arch = load_arch(arch_source)  # before anything touches `out`: a bad arch writes nothing
     work = _work_dir(out, settings, resume)
-    cfg = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
-                      device=str(resolve_device(device)))
-    data = load_dataset(settings.dataset, data_dir)
+    cfg = replace(recipe or TrainConfig(), epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                  seed=settings.seed, device=str(resolve_device(device)))
+    data = data if data is not None else load_dataset(settings.dataset, data_dir)
     arch = arch.with_io(in_chs=data.in_chs, num_classes=data.num_classes)
     ensure_fits(footprint(arch, data.input_size).training_bytes(settings.batch_size), cfg.device,
                 f"training {arch_source} on {data.input_size}x{data.input_size} images in batches of "
@@ -87,7 +95,7 @@ def train_full(arch_source: str | Path, out: str | Path, settings: FullTrainSett
             if not resume:
                 write_atomic(work / SETTINGS, json.dumps(settings.to_dict(), indent=2) + "\n")
                 write_atomic(work / ARCH, arch.to_json() + "\n")
-            metrics = _train_and_test(arch, data, cfg, settings, work, on_epoch)
+            metrics = _train_and_test(arch, data, cfg, settings, work, on_epoch, step_hook)
     except BaseException as e:
         if work != out and not _resumable(e, work):
             shutil.rmtree(work, ignore_errors=True)
@@ -95,7 +103,8 @@ def train_full(arch_source: str | Path, out: str | Path, settings: FullTrainSett
     return FullTrainResult(out=out, metrics=metrics)
 
 
-def _train_and_test(arch, data, cfg, settings: FullTrainSettings, work: Path, on_epoch) -> dict[str, Any]:
+def _train_and_test(arch, data, cfg, settings: FullTrainSettings, work: Path, on_epoch,
+                    step_hook=None) -> dict[str, Any]:
     from cspnas.cost import count_macs, count_params
     from cspnas.models import build_model
     from cspnas.train import TrainingDiverged, evaluate, train
@@ -103,7 +112,8 @@ def _train_and_test(arch, data, cfg, settings: FullTrainSettings, work: Path, on
     torch.manual_seed(settings.seed)  # the engine seeds data order; the initial weights are ours to seed
     model = build_model(arch)
     try:
-        result = train(model, data, cfg, on_epoch=on_epoch, checkpoint_path=work / CHECKPOINT, eval_on="val")
+        result = train(model, data, cfg, on_epoch=on_epoch, checkpoint_path=work / CHECKPOINT, eval_on="val",
+                       step_hook=step_hook)
     except TrainingDiverged as e:
         raise CspnasError(f"{e}; pass a lower --lr (now {settings.lr:g})") from None
     test_acc = None

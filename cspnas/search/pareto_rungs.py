@@ -109,8 +109,8 @@ class ParetoRungs:
             return Decision(True)
         beaten_by = _dominators(credited, others, self.objectives)
         who = f"trial {beaten_by[0]}" if len(beaten_by) == 1 else f"trials {', '.join(map(str, beaten_by))}"
-        return Decision(False, f"at the {epoch}-epoch rung, {who} (same or lower costs, more than "
-                               f"{self.margin:g} more accurate) dominated it")
+        return Decision(False, f"at the {epoch}-epoch rung, {who} dominated it, even credited with "
+                               f"+{self.margin:g} accuracy")
 
     def rebuild(self, trials: Iterable[tuple[int, Mapping[str, Any]]]) -> "ParetoRungs":
         """Record every trial of a study ((number, user attributes), in trial order) at the rungs its

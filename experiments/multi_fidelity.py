@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--budget", type=int, default=30, help="candidates trained by fixed-epoch TPE")
     ap.add_argument("--mf-budget", type=int, default=None, help="candidates of ASHA and pareto (default 2x --budget)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=4, help="full training per candidate (rungs at 1, 2 for 4)")
+    ap.add_argument("--epochs", type=int, default=5, help="full training per candidate: the search's default "
+                                                           "(rungs at 1, 2, 4)")
     ap.add_argument("--train-subset", type=int, default=2000)
     ap.add_argument("--max-macs", default="20M")
     ap.add_argument("--target-latency", default="2ms")

@@ -131,14 +131,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--prefilter", default=None, metavar="SCORE:F",
                     help="add the zero-cost prefilter arm (needs a cspnas with `cspnas search --prefilter`)")
     ap.add_argument("--work-dir", type=Path, default=CACHE / "experiments" / "multi_fidelity")
-    ap.add_argument("--smoke", action="store_true", help="digits, budget 3 (multi-fidelity 4), 2 epochs, 1 seed, "
-                                                         "eager latency")
+    ap.add_argument("--smoke", action="store_true", help="digits (300 training images), budget 3 "
+                                                         "(multi-fidelity 4), 2 epochs, 1 seed, eager latency")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "multi_fidelity.json")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.budget, args.mf_budget, args.seeds, args.epochs, args.train_subset = 3, 4, 1, 2, None
+        args.budget, args.mf_budget, args.seeds, args.epochs, args.train_subset = 3, 4, 1, 2, 300
         # eager latency with a short budget: the smoke checks the plumbing, not ONNX Runtime
-        data = {"dataset": "digits", "latency_backend": "torch", "latency_min_run_time_s": 0.02}
+        data = {"dataset": "digits", "train_subset": args.train_subset, "latency_backend": "torch",
+                "latency_min_run_time_s": 0.02}
         data_note = "digits (bundled), smoke"
         if args.work_dir == ap.get_default("work_dir"):
             args.work_dir = args.out.parent / (args.out.stem + "-runs")
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append({"method": method, "seed": seed, "final_hv": final, "states": states,
                              "train_s": curve["train_s"][-1] if curve["train_s"] else 0.0,
                              "epochs": curve["epochs"][-1] if curve["epochs"] else 0, "curve": curve,
-                             "settings": method_settings(method, args), "wall_s": round(seconds, 1) if seconds else None})
+                             "settings": method_settings(method, args),
+                             "wall_s": round(seconds, 1) if seconds else None})
                 print(f"{method:9s} seed {seed}: hypervolume {final:.4f}, {runs[-1]['train_s']:.0f} s / "
                       f"{runs[-1]['epochs']} epochs of training {states}", flush=True)
     finally:

@@ -489,7 +489,8 @@ class SearchLoop:
             tell(trial, "complete" if confirmed_ok else "infeasible", accuracy=float(result["val_acc"]))
         else:  # stopped by the scheduler: a low-fidelity result, not a point for the front
             why = self.stop_reasons.pop(trial.number, "")
-            tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)" + (why and f": {why}"))
+            tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)"
+                                         + (why and f": {why}"))
         self.refresh()
 
     def _confirm_latency(self, trial: optuna.Trial, accuracy: float) -> bool:

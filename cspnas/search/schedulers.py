@@ -2,8 +2,9 @@
 
 A stopped trial is told to Optuna as PRUNED with the epochs it trained (cspnas.search.loop), so it
 never reaches the front. `pareto` is the Pareto-aware rule of `cspnas.search.pareto_rungs`, which
-this module only connects to Tune (it imports Ray: the search loads it when it starts Tune): the trial's exact costs come from the search loop (they were
-measured before training), its accuracy at the epoch from the trainable's report.
+this module only connects to Tune (it imports Ray: the search loads it once Ray runs): the trial's
+exact costs come from the search loop (measured before training), its accuracy at the epoch from
+the trainable's report.
 """
 from __future__ import annotations
 

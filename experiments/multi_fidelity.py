@@ -133,12 +133,14 @@ def main(argv: list[str] | None = None) -> dict:
                     help="add the zero-cost prefilter arm (needs a cspnas with `cspnas search --prefilter`)")
     ap.add_argument("--work-dir", type=Path, default=CACHE / "experiments" / "multi_fidelity")
     ap.add_argument("--smoke", action="store_true", help="digits (300 training images), budget 3 "
-                                                         "(multi-fidelity 4), 2 epochs, 1 seed, eager latency")
+                                                         "(multi-fidelity 4), 2 epochs, 1 seed, eager latency under 100ms")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "multi_fidelity.json")
     args = ap.parse_args(argv)
     if args.smoke:
         args.budget, args.mf_budget, args.seeds, args.epochs, args.train_subset = 3, 4, 1, 2, 300
-        # eager latency with a short budget: the smoke checks the plumbing, not ONNX Runtime
+        # eager latency with a short budget (the smoke checks the plumbing, not ONNX Runtime), so a looser
+        # limit: eager is ~3x ONNX Runtime's time, more on a loaded host
+        args.target_latency = "100ms"
         data = {"dataset": "digits", "train_subset": args.train_subset, "latency_backend": "torch",
                 "latency_min_run_time_s": 0.02}
         data_note = "digits (bundled), smoke"

@@ -294,6 +294,7 @@ def test_multi_fidelity_smoke(tmp_path: Path):
     fixed = r["summary"]["fixed"]
     assert fixed["epochs_per_seed"] == [3 * 2] and fixed["pruned_per_seed"] == [0]
     assert 0 < fixed["share_to_baseline_final_per_seed"][0] <= 1.0  # it reaches its own final, at the latest at the end
+    assert fixed["goal_met"] is None and all(isinstance(r["summary"][m]["goal_met"], bool) for m in ("asha", "pareto"))
     assert set(r["summary"]) == {"fixed", "asha", "pareto"} and r["settings"]["mf_budget"] == 4
     root = ET.parse(out.with_suffix(".svg")).getroot()
     assert [e for e in root.iter() if e.tag.endswith("polyline")]

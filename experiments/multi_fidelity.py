@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--prefilter", default=None, metavar="SCORE:F",
                     help="add the zero-cost prefilter arm (needs a cspnas with `cspnas search --prefilter`)")
     ap.add_argument("--work-dir", type=Path, default=CACHE / "experiments" / "multi_fidelity")
-    ap.add_argument("--smoke", action="store_true", help="digits (300 training images), budget 3 "
-                                                         "(multi-fidelity 4), 2 epochs, 1 seed, eager latency under 100ms")
+    ap.add_argument("--smoke", action="store_true", help="digits (300 training images), budget 3 (multi-fidelity "
+                                                         "4), 2 epochs, 1 seed, eager latency under 100ms")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "multi_fidelity.json")
     args = ap.parse_args(argv)
     if args.smoke:

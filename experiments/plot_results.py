@@ -47,8 +47,15 @@ def latency_quality(report: dict, out: Path) -> None:
           xlabel="pass 1 median latency (ms)", ylabel="pass 2 median latency (ms)")
 
 
+def multi_fidelity(report: dict, out: Path) -> None:
+    series = {f"{name} ({len(s['final_hv_per_seed'])} seeds)": [tuple(p) for p in s["mean_curve_vs_baseline_compute"]]
+              for name, s in report["summary"].items()}
+    chart(out, series, title="Hypervolume vs training compute (mean over seeds)",
+          xlabel="training seconds, share of fixed-epoch TPE's total (same seed)", ylabel="normalized hypervolume")
+
+
 PLOTS = {"proxy_fidelity": proxy_fidelity, "search_strategies": search_strategies, "csp_question": csp_question,
-         "latency_quality": latency_quality}
+         "latency_quality": latency_quality, "multi_fidelity": multi_fidelity}
 
 
 def main(argv: list[str] | None = None) -> list[Path]:

@@ -127,7 +127,7 @@ def test_plot_results_draws_every_committed_result(tmp_path: Path):
         shutil.copy(f, tmp_path / f.name)
     proc = run_script("plot_results.py", "--dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    plotted = {"proxy_fidelity", "search_strategies", "csp_question", "latency_quality"}
+    plotted = {"proxy_fidelity", "search_strategies", "csp_question", "latency_quality", "multi_fidelity"}
     expected = {f.stem for f in committed} & plotted
     assert {p.stem for p in tmp_path.glob("*.svg")} == expected
     for svg in tmp_path.glob("*.svg"):
@@ -313,3 +313,30 @@ def test_headline_smoke_then_resume_redoes_nothing(tmp_path: Path):
     assert "seed 0" not in proc.stdout  # nothing trained again
     after = json.loads(out.read_text())
     assert after["models"] == json.loads(before)["models"]
+def test_multi_fidelity_smoke(tmp_path: Path):
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "mf.json"
+    proc = run_script("multi_fidelity.py", "--smoke", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert [run["method"] for run in r["runs"]] == ["fixed", "asha", "pareto"]  # no prefilter arm unless asked
+    for run in r["runs"]:
+        budget = 3 if run["method"] == "fixed" else 4
+        assert sum(run["states"].get(s, 0) for s in ("complete", "pruned", "failed")) == budget
+        c = run["curve"]
+        assert len(c["train_s"]) == len(c["epochs"]) == len(c["hv"]) == budget
+        assert all(a <= b for a, b in zip(c["hv"], c["hv"][1:]))
+        assert all(a <= b for a, b in zip(c["train_s"], c["train_s"][1:]))
+        assert 0.0 <= run["final_hv"] == c["hv"][-1] <= 1.0 and run["train_s"] == c["train_s"][-1] > 0
+    fixed = r["summary"]["fixed"]
+    assert fixed["epochs_per_seed"] == [3 * 2] and fixed["pruned_per_seed"] == [0]
+    assert 0 < fixed["share_to_baseline_final_per_seed"][0] <= 1.0  # it reaches its own final, at the latest at the end
+    assert fixed["goal_met"] is None and all(isinstance(r["summary"][m]["goal_met"], bool) for m in ("asha", "pareto"))
+    assert set(r["summary"]) == {"fixed", "asha", "pareto"} and r["settings"]["mf_budget"] == 4
+    root = ET.parse(out.with_suffix(".svg")).getroot()
+    assert [e for e in root.iter() if e.tag.endswith("polyline")]
+    # a re-run finds the finished searches and only re-reads them
+    again = run_script("multi_fidelity.py", "--smoke", "--out", str(out), timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(out.read_text())["runs"] == [dict(run, wall_s=None) for run in r["runs"]]

@@ -151,6 +151,40 @@ def test_asha_stopped_trials_are_pruned_not_on_the_front(tmp_path):
         assert by_number[n].state == optuna.trial.TrialState.PRUNED
 
 
+@pytest.mark.slow
+def test_pareto_scheduler_stops_trials_off_their_rungs_front(tmp_path):
+    """--scheduler pareto through real Tune: stopped trials are PRUNED with the epochs they trained and
+    never on the front, and every decision is the rung rule's (replayed on the study: with one trial at
+    a time, arrivals come in trial order)."""
+    from cspnas.run_format import objectives_of as bound
+    from cspnas.search.pareto_rungs import ParetoRungs, rung_epochs
+
+    # accuracy and MACs (exact): no latency noise in the decisions; seed 1's trial 3 is dominated by 1 and 2
+    s = settings(tmp_path, "pareto", budget=4, epochs=2, scheduler="pareto", pareto_margin=0.0, sampler="random",
+                 concurrency=1, latency_backend="torch", seed=1, objectives=("accuracy", "macs"))
+    out = run_search(s, live=False, dashboard=False)
+    trials, front, study = load(out.run_dir)
+    config = yaml.safe_load((out.run_dir / "config.yaml").read_text())
+    assert config["settings"]["scheduler"] == "pareto" and config["settings"]["pareto_margin"] == 0.0
+    pruned = trials[trials["state"] == "pruned"]
+    assert len(pruned) >= 1 and (pruned["epochs_done"] == 1).all() and (pruned["fidelity"] == 0.5).all()
+    assert pruned["failure_reason"].str.contains(r"after 1 epoch.*1-epoch rung, trials? \d.*dominated it, even credited "
+                                                 r"with \+0 accuracy").all()
+    assert pruned["accuracy"].isna().all()
+    assert {t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED} == set(pruned["trial"])
+    # the front: complete, full-fidelity trials only, and their recomputed front
+    done = trials[(trials["state"] == "complete") & (trials["fidelity"] == 1)]
+    assert len(front) >= 1 and set(front["trial"]) <= set(done["trial"])
+    assert sorted(compute_front(settled(done), objectives_of(config)).table["trial"]) == sorted(front["trial"])
+    # replay the rule on the recorded costs and per-epoch accuracies
+    replay = ParetoRungs(bound(config), rung_epochs(2), 0.0)
+    for t in sorted(study.trials, key=lambda t: t.number):
+        a = t.user_attrs
+        for epoch, acc in enumerate(a.get("val_acc_per_epoch", [])[:1], 1):
+            go = replay.arrive(a["arch_hash"], t.number, epoch, acc, a).go
+            assert go == (a["status"] != "pruned"), (t.number, a["status"])
+
+
 def test_two_objectives_and_a_memory_limit_hold_across_resume(tmp_path):
     """--objectives accuracy,latency with --max-memory: two-objective study, memory-infeasible trials never
     trained, and a resumed run keeps its objectives. The resume adds --finalists 2 --final-epochs 2: after the

@@ -15,7 +15,8 @@ from cspnas.tables import print_table
 # what and on which data, [the trials' training], how the search runs
 _DATA_FLAGS = (("--budget", int), ("--screen-limit", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
                ("--train-subset", int), ("--image-size", int))
-_RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), ("--cpus-per-trial", float),
+_RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--pareto-margin", float), ("--concurrency", int),
+              ("--cpus-per-trial", float),
               ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--device", str), ("--evaluator", str),
               ("--prefilter", str), ("--prefilter-warmup", int), ("--latency-backend", str),
               ("--latency-precision", str),

@@ -319,6 +319,12 @@ class SearchLoop:
         self.on_trial_start: Callable[[], None] = lambda: None  # e.g. record the Ray processes now running
         self.driver = DriverTime()  # accumulating while Tune runs
         self.driver_record: dict[str, float] | None = None  # DriverTime.record() of the last run, when it trained
+        self.stop_reasons: dict[int, str] = {}  # trial number -> why the scheduler stopped it (if it says)
+
+    def trial_attrs(self, key: str) -> dict[str, Any] | None:
+        """The recorded facts (costs included) of the running trial Ray knows as `key`, or None."""
+        trial = self.running.get(key)
+        return None if trial is None else trial.user_attrs
 
     @property
     def trials(self):
@@ -523,7 +529,9 @@ class SearchLoop:
             confirmed_ok = self._confirm_latency(trial, float(result["val_acc"]))
             tell(trial, "complete" if confirmed_ok else "infeasible", accuracy=float(result["val_acc"]))
         else:  # stopped by the scheduler: a low-fidelity result, not a point for the front
-            tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)")
+            why = self.stop_reasons.pop(trial.number, "")
+            tell(trial, "pruned", reason=f"stopped by the scheduler after {epochs_done} epoch(s)"
+                                         + (why and f": {why}"))
         self.refresh()
 
     def _confirm_latency(self, trial: optuna.Trial, accuracy: float) -> bool:

@@ -245,13 +245,15 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         if meter.measurer is None:  # a local resume starts Ray once the run is ours
             meter.measurer, _ = measurer()
         resources = _trial_resources(settings, train_device, space, data, loop.progress.log)  # starts Ray
+        from cspnas.search.schedulers import make_scheduler  # imports Ray, started above
+
         stop.install()  # take the signals back from Ray
         if not settings.address:  # a local session is ours to clean up if this driver dies
             loop.on_trial_start = lambda: lock.record_ray(local_ray_processes())
             loop.on_trial_start()
         loop.stop = stop
         try:
-            loop.run(resources, _scheduler(settings))
+            loop.run(resources, make_scheduler(settings, loop))
         except KeyboardInterrupt:  # a second Ctrl-C
             raise resume_hint(run_dir, signal.SIGINT) from None
         if loop.driver_record is not None and loop.disk_full is None:  # the driver's busy share, one per session
@@ -338,13 +340,3 @@ def _trial_resources(settings: SearchSettings, train_device: str, space: SearchS
         log(f"packing: {resources['gpu']:g} GPU per trial" + (f", at most {per_gpu} per GPU ({why})" if per_gpu else ""))
     return resources
 
-
-def _scheduler(settings: SearchSettings):
-    if settings.scheduler != "asha":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    from cspnas.search.searcher import METRIC, MODE
-
-    return ASHAScheduler(metric=METRIC, mode=MODE, time_attr="epoch", max_t=settings.train.epochs,
-                         grace_period=1, reduction_factor=2)

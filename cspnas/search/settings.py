@@ -14,7 +14,7 @@ from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
 from cspnas.train.config import TrainConfig
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc")
-SCHEDULERS = ("none", "asha")
+SCHEDULERS = ("none", "asha", "pareto")
 # --train-precision -> TrainConfig fields (they only act on CUDA)
 TRAIN_PRECISIONS = {"fp32": {"bf16": False, "channels_last": False}, "bf16": {"bf16": True, "channels_last": True}}
 
@@ -78,7 +78,12 @@ class SearchSettings:
     prefilter_warmup: int = _setting(10, "feasible candidates scored before --prefilter skips any")
     concurrency: int = _setting(2, "trials trained at once")
     sampler: str = _setting("tpe", " | ".join(SAMPLERS))
-    scheduler: str = _setting("none", "none | asha (early stopping; stopped trials never reach the front)")
+    scheduler: str = _setting("none", "none | asha | pareto: early stopping at rungs of 1, 2, 4... epochs (stopped "
+                                      "trials never reach the front); pareto stops a trial only when, with its exact "
+                                      "costs, it is off the front of its rung by more than --pareto-margin")
+    # 2 points: the brief-training noise floor seen across CPUs (0.292-0.313 for one arch, issue 14)
+    pareto_margin: float = _setting(0.02, "with --scheduler pareto: accuracy (0-1) a trial is credited with at a "
+                                          "rung before it must be dominated there to stop")
     seed: int = _setting(0, "seed of the sampler, the validation split and every trial's training")
     device: str = _setting("auto", "training device: auto | cpu | cuda")
     cpus_per_trial: float = _setting(1.0, "CPUs reserved per trial (fractions pack trials per core)")
@@ -138,6 +143,8 @@ class SearchSettings:
             (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (0 <= self.pareto_margin < 1, f"--pareto-margin must be in [0, 1) (accuracy, 0.02 = 2 points), "
+                                          f"got {self.pareto_margin}"),
             (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
             (self.trials_per_gpu is None or self.trials_per_gpu >= 1,

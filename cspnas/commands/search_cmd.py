@@ -20,7 +20,7 @@ _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), 
               ("--latency-precision", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--latency-model", str),
-              ("--keep-weights", str), ("--seed", int),
+              ("--keep-weights", str), ("--seed", int), ("--accuracy-noise", float),
               ("--results-dir", str), ("--address", str), ("--latency-node", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
                 ("--lr", float, None), ("--cuda-step", str, None))

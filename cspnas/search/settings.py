@@ -8,7 +8,7 @@ from typing import Any
 from cspnas.cost.backends import check_latency_backend
 from cspnas.cost.settings import PRECISIONS, LatencySettings
 from cspnas.errors import CspnasError
-from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
+from cspnas.objectives import ACCURACY_NOISE_POINTS, DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
 from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
 from cspnas.train.config import TrainConfig
 
@@ -84,6 +84,9 @@ class SearchSettings:
     constraints: Constraints = field(default_factory=Constraints)
     objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
                                            + "; accuracy is always one; a resumed run keeps its own")
+    accuracy_noise: float = _setting(ACCURACY_NOISE_POINTS, "accuracy differences up to this many points are "
+                                            "ties on the front (measured brief-training noise; at least the "
+                                            "binomial noise of the validation size; 0: exact)")
     # None: onnxruntime where it runs (cpu, float32), else torch; see README "Latency where the model ships"
     latency_backend: str | None = _setting(None, "how latency is measured: onnxruntime (the exported ONNX, as "
                                                  "`cspnas export` writes it) | torch (eager) (default onnxruntime "
@@ -132,6 +135,8 @@ class SearchSettings:
             (self.trials_per_gpu is None or self.trials_per_gpu >= 1,
              f"--trials-per-gpu must be >= 1, got {self.trials_per_gpu}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.accuracy_noise is not None and 0 <= self.accuracy_noise < 100,
+             f"--accuracy-noise must be points in [0, 100), e.g. 2 (0: exact), got {self.accuracy_noise}"),
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
             (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
@@ -180,6 +185,7 @@ class SearchSettings:
         if unknown:
             raise CspnasError(f"config.yaml: unknown setting(s) {unknown}; was it written by another cspnas version?")
         d.setdefault("latency_backend", "torch")  # runs from before the setting were timed in eager mode
+        d.setdefault("accuracy_noise", 0.0)  # runs from before the setting: exact accuracy, as they were made
         d["constraints"] = Constraints(**(d.get("constraints") or {}))
         d["train"] = TrainConfig.from_dict({**asdict(search_training()), **train})
         return cls(**d)

@@ -13,6 +13,9 @@ from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
 from cspnas.train.config import TrainConfig
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc")
+# trials at once when training on the CPU and --concurrency is not given (on CUDA it is derived from packing:
+# cspnas.search.runner.derive_concurrency)
+CPU_CONCURRENCY = 2
 SCHEDULERS = ("none", "asha")
 # --train-precision -> TrainConfig fields (they only act on CUDA)
 TRAIN_PRECISIONS = {"fp32": {"bf16": False, "channels_last": False}, "bf16": {"bf16": True, "channels_last": True}}
@@ -71,7 +74,9 @@ class SearchSettings:
                                               "that finds too few feasible ones stops (default 50 x budget)")
     train: TrainConfig = _setting(default_factory=search_training, help="brief training of every trial")
     evaluator: str = _setting(DEFAULT_EVALUATOR, "how a candidate is scored (cspnas.search.evaluators)")
-    concurrency: int = _setting(2, "trials trained at once")
+    concurrency: int | None = _setting(None, "trials trained at once (default: on CUDA, trials per GPU x GPUs, "
+                                             f"see --trials-per-gpu; on the CPU {CPU_CONCURRENCY}); the run "
+                                             "records the number used")
     sampler: str = _setting("tpe", " | ".join(SAMPLERS))
     scheduler: str = _setting("none", "none | asha (early stopping; stopped trials never reach the front)")
     seed: int = _setting(0, "seed of the sampler, the validation split and every trial's training")
@@ -127,7 +132,7 @@ class SearchSettings:
              "--latency-precision int8 is ONNX Runtime's quantization; add --latency-backend onnxruntime"),
             (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
             (self.screen_limit is None or self.screen_limit >= 1, f"--screen-limit must be >= 1, got {self.screen_limit}"),
-            (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
+            (self.concurrency is None or self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
             (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),

@@ -118,11 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, default=4, help="training seeds per architecture (0..N-1)")
     ap.add_argument("--kernels", default="default,avx2", help="ATEN_CPU_CAPABILITY values compared in subprocesses")
     ap.add_argument("--kernel-seeds", type=int, default=1, help="seeds (0..N-1) trained under every kernel")
+    ap.add_argument("--kernel-archs", type=int, default=None, help="only the first N architectures get kernel runs")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-subset", type=int, default=2000)
     ap.add_argument("--split-seed", type=int, default=0, help="data split (and architecture draw) seed, fixed")
     ap.add_argument("--smoke", action="store_true",
-                    help="digits (300 training images), the 2 smallest archs, 2 seeds, 1 epoch, one kernel pair each")
+                    help="digits (300 training images), the 2 smallest archs, 2 seeds, 1 epoch, one kernel pair")
     ap.add_argument("--train-one", metavar="JSON", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "accuracy_noise.json")
     args = ap.parse_args(argv)
@@ -131,9 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if args.smoke:
         args.archs, args.seeds, args.epochs, args.kernel_seeds, args.train_subset = 2, 2, 1, 1, 300
+        args.kernel_archs = 1
     kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
     data, data_note = load_data(args.smoke, args.split_seed, args.train_subset)
-    settings = {"archs": args.archs, "seeds": args.seeds, "kernels": kernels, "kernel_seeds": args.kernel_seeds,
+    settings = {"archs": args.archs, "seeds": args.seeds, "kernels": kernels, "kernel_seeds": args.kernel_seeds, "kernel_archs": args.kernel_archs,
                 "epochs": args.epochs, "train_subset": args.train_subset, "split_seed": args.split_seed,
                 "space": "default", "data": data_note, "data_summary": data.summary(),
                 "train": "cspnas TrainConfig defaults (batch 128, lr 0.2, SGD nesterov, label smoothing 0.1, "
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
         seed_acc = [train_arch(arch, data, epochs=args.epochs, seed=s)["val_acc"] for s in range(args.seeds)]
         kernel_acc: dict[str, dict[str, float]] = {}
         diffs: list[float] = []
-        for s in range(min(args.kernel_seeds, args.seeds)):
+        with_kernels = args.kernel_archs is None or len(rows) < args.kernel_archs
+        for s in range(min(args.kernel_seeds, args.seeds) if with_kernels else 0):
             # the kernels this process runs anyway (AVX2 on an AVX2 CPU) reuse its seed run: training is
             # deterministic in one kind of process (common.SAME_MACHINE_TOLERANCE), the others run afresh
             runs = {k: {"val_acc": seed_acc[s], "cpu_capability": native} if k.upper() == native

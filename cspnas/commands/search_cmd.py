@@ -16,7 +16,7 @@ from cspnas.tables import print_table
 _DATA_FLAGS = (("--budget", int), ("--screen-limit", int), ("--space", str), ("--dataset", str), ("--data-dir", str),
                ("--train-subset", int), ("--image-size", int))
 _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--concurrency", int), ("--cpus-per-trial", float),
-              ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
+              ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--worker-trials", int), ("--device", str), ("--evaluator", str), ("--latency-backend", str),
               ("--latency-precision", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--latency-model", str),

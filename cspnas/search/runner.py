@@ -314,6 +314,7 @@ def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> d
     return {"run_dir": str(run_dir.resolve()), "data": settings.data_spec(),
             "train": trial_train_config(settings, train_device), "evaluator": settings.evaluator,
             "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial)),
+            "worker_trials": settings.worker_trials,
             # int8 latency: every complete trial's int8 accuracy, quantized as its latency was
             "int8": ({"calibration_images": LatencySettings.calibration_images, "seed": settings.seed}
                      if settings.latency_precision == "int8" else None)}

@@ -84,6 +84,9 @@ class SearchSettings:
     cpus_per_trial: float = _setting(1.0, "CPUs reserved per trial (fractions pack trials per core)")
     gpus_per_trial: float | None = _setting(None, "GPU share per trial (default min(1, GPUs / concurrency) "
                                                   "when training on CUDA)")
+    worker_trials: int = _setting(0, "trials a reused Ray worker's trainer process runs before a fresh one "
+                                     "replaces it, bounding the worker's host memory (0: trials train in the "
+                                     "worker itself, never replaced)")
     trials_per_gpu: int | None = _setting(None, "most trials packed on one GPU (default: as many of the space's "
                                                 "largest candidate as fit in the GPU's memory, at most 16)")
     constraints: Constraints = field(default_factory=Constraints)
@@ -137,6 +140,7 @@ class SearchSettings:
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
             (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
+            (self.worker_trials >= 0, f"--worker-trials must be >= 0 (0: never replace), got {self.worker_trials}"),
             (self.trials_per_gpu is None or self.trials_per_gpu >= 1,
              f"--trials-per-gpu must be >= 1, got {self.trials_per_gpu}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),

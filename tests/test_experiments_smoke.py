@@ -274,6 +274,7 @@ def test_driver_stall_smoke(tmp_path: Path):
     assert driver["busy_share"] + driver["idle_share"] == pytest.approx(1, abs=1e-3)
 
 
+@pytest.mark.slow  # two trainings in fresh processes (forced kernels): ~30 s quiet, 295 s on a loaded host
 def test_accuracy_noise_smoke(tmp_path: Path):
     out = tmp_path / "noise.json"
     proc = run_script("accuracy_noise.py", "--smoke", "--out", str(out))

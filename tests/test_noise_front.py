@@ -163,3 +163,22 @@ def test_the_run_records_its_accuracy_noise_and_old_runs_stay_exact():
     old = {**config, "settings": {"objectives": ["accuracy", "macs"]}}  # made before the setting
     assert objectives_of(old)[0].noisy is False
     assert ACCURACY_NOISE_POINTS > 0
+
+
+def test_the_report_says_within_how_many_points_accuracies_tie(tmp_path):
+    from rich.console import Console
+
+    from cspnas import run_format
+    from cspnas.results.report import print_report
+    from run_fixture import make_run
+
+    exact = run_format.load_run(make_run(tmp_path, 12, name="exact"))
+    noisy = run_format.load_run(make_run(tmp_path, 12, name="noisy", accuracy_noise=3.0))
+    assert noisy.config["settings"]["accuracy_noise"] == 3.0
+    assert set(noisy.front["trial"]) <= set(exact.front["trial"])  # ties only ever remove members
+    console = Console(record=True, width=250)
+    print_report(noisy, console=console)
+    assert "accuracies within 3 points (or the validation size's binomial noise) tie" in console.export_text()
+    console = Console(record=True, width=250)
+    print_report(exact, console=console)
+    assert "accuracies within" not in console.export_text()

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cspnas.errors import CspnasError
-from cspnas.objectives import COLUMNS, OBJECTIVES, Spec
+from cspnas.objectives import COLUMNS, OBJECTIVES, Spec, run_noise
 from cspnas.run_format import Run
 from cspnas.tables import print_table
 
@@ -105,8 +105,11 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
     front = front_table(run, sort)
     title = f"Pareto front of {run.name}" + (f" ({run.setting('dataset')})" if run.setting("dataset") else "")
     marked = bool(front["marginal"].any())
+    points = run_noise(run.config).get("accuracy")  # the front's accuracy ties (cspnas.pareto, "Measurement noise")
     table = Table(title=title, caption=f"sorted by {sort}; ◆ = knee (closest to the ideal point)"
-                  + (f"; {MARGINAL_NOTE}" if marked else ""))
+                  + (f"; {MARGINAL_NOTE}" if marked else "")
+                  + (f"; accuracies within {points:g} points (or the validation size's binomial noise) tie" if points
+                     else ""))
     shown = shown_objectives(front)
     columns = [("trial", "right"), ("architecture", "left"), *((s.header, "right") for s in shown), ("knee", "center"),
                *((("marginal", "center"),) if marked else ())]

@@ -112,6 +112,27 @@ def summarize(rows: list[dict], n_val: int) -> dict:
     }
 
 
+def combine(paths: list[Path], out: Path) -> dict:
+    """One report from the rows of several (--only) runs of the same settings, ordered by MACs."""
+    parts = [json.loads(p.read_text()) for p in paths]
+
+    def common(settings: dict) -> dict:
+        return {k: v for k, v in settings.items() if k != "only" and v is not None}
+
+    settings = common(parts[0]["settings"])
+    if any(common(p["settings"]) != settings for p in parts):
+        sys.exit("--combine: the files were made with different settings")
+    rows = sorted({r["arch_hash"]: r for p in parts for r in p["rows"]}.values(), key=lambda r: r["macs"])
+    report = {"experiment": "accuracy_noise", "complete": len(rows) == settings["archs"], "settings": settings,
+              "result": summarize(rows, settings["data_summary"]["val"]),
+              "native_cpu_capability": parts[0].get("native_cpu_capability"),
+              "wall_s": [p.get("wall_s") for p in parts], "machine": parts[0].get("machine"),
+              "combined_from": [p.name for p in paths], "rows": rows}
+    write_json(out, report)
+    print(json.dumps(report["result"], indent=1))
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", type=int, default=4, help="architectures, every k-th of proxy_fidelity's twelve")
@@ -124,12 +145,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split-seed", type=int, default=0, help="data split (and architecture draw) seed, fixed")
     ap.add_argument("--smoke", action="store_true",
                     help="digits (300 training images), the 2 smallest archs, 2 seeds, 1 epoch, one kernel pair")
+    ap.add_argument("--only", default=None, metavar="I,J", help="train only these of the --archs picks (0-based), "
+                    "e.g. to split the run over two processes; --combine joins the files")
+    ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
+                    help="join the rows of these result files (same settings but --only) into --out and summarize")
     ap.add_argument("--train-one", metavar="JSON", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "accuracy_noise.json")
     args = ap.parse_args(argv)
     if args.train_one:
         train_one(args.train_one)
         return {}
+    if args.combine:
+        return combine(args.combine, args.out)
     if args.smoke:
         args.archs, args.seeds, args.epochs, args.kernel_seeds, args.train_subset = 2, 2, 1, 1, 300
         args.kernel_archs = 1
@@ -148,6 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
                          pool=20 if args.smoke else 400)
     picks = sorted({round(i * (len(pool) - 1) / max(args.archs - 1, 1)) for i in range(args.archs)})
     archs = pool[:args.archs] if args.smoke else [pool[i] for i in picks]  # smoke: the smallest, to stay cheap
+    if args.only:
+        archs = [archs[int(i)] for i in args.only.split(",")]
+        settings["only"] = args.only
     t0 = time.perf_counter()
     rows: list[dict] = []
     for arch in archs:

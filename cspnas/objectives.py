@@ -56,9 +56,8 @@ class Spec:
     noise_floor: float = 0.0
     confirmed: str | None = None  # column of the end-of-search re-measurement; its spread is confirmed + "_iqr"
     # a measured objective whose noise is ABSOLUTE (accuracy: points), set per run: the SearchSettings field
-    # holding it (in `noise_unit`s; 0 = exact) and the default it gets there, measured
+    # holding it (in `noise_unit`s; 0 = exact; its default is measured, see ACCURACY_NOISE_POINTS)
     noise_setting: str | None = None
-    noise_default: float = 0.0
     noise_unit: float = 1.0  # one unit of the setting in the objective's own unit (points: 0.01)
     binomial: bool = False  # a share of the run's validation images: their binomial noise is a floor too
 
@@ -88,8 +87,7 @@ ACCURACY_NOISE_POINTS = 2.0
 
 OBJECTIVES: dict[str, Spec] = {s.name: s for s in (
     Spec("accuracy", "accuracy", "max", "accuracy", "validation accuracy", _pct, ".0%", ideal=1.0, ref=0.0,
-         pick="best", noise_setting="accuracy_noise", noise_default=ACCURACY_NOISE_POINTS, noise_unit=0.01,
-         binomial=True),
+         pick="best", noise_setting="accuracy_noise", noise_unit=0.01, binomial=True),
     Spec("params", "params", "min", "params", "parameters", format_count, ".3s", ideal=1e3, log=True,
          limit="max_params", flag="--max-params", parse=parse_count, flag_help="hard parameter limit, e.g. 5M"),
     # MACs span decades (1e6..1e10): log scale; below a thousand MACs is not a network

@@ -54,7 +54,7 @@ def load_data(smoke: bool, split_seed: int, train_subset: int | None):
 
 def train_in_subprocess(arch, *, kernel: str, seed: int, args) -> dict:
     """Train ``arch`` in a fresh process whose ATen CPU kernels are forced to ``kernel``."""
-    job = {"arch": arch.to_dict(), "seed": seed, "epochs": args.epochs, "smoke": args.smoke,
+    job = {"arch": arch.to_dict(), "seed": seed, "epochs": args.epochs, "smoke": args.smoke, "threads": args.threads,
            "split_seed": args.split_seed, "train_subset": args.train_subset}
     env = {**os.environ, "ATEN_CPU_CAPABILITY": kernel, "PYTHONPATH": os.pathsep.join(
         [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
@@ -70,6 +70,8 @@ def train_one(job_text: str) -> None:
     import torch
 
     job = json.loads(job_text)
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
     data, _ = load_data(job["smoke"], job["split_seed"], job["train_subset"])
     out = train_arch(arch_from_dict(job["arch"]), data, epochs=job["epochs"], seed=job["seed"])
     out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
@@ -117,7 +119,7 @@ def combine(paths: list[Path], out: Path) -> dict:
     parts = [json.loads(p.read_text()) for p in paths]
 
     def common(settings: dict) -> dict:
-        return {k: v for k, v in settings.items() if k != "only" and v is not None}
+        return {k: v for k, v in settings.items() if k not in ("only", "threads") and v is not None}
 
     settings = common(parts[0]["settings"])
     if any(common(p["settings"]) != settings for p in parts):
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split-seed", type=int, default=0, help="data split (and architecture draw) seed, fixed")
     ap.add_argument("--smoke", action="store_true",
                     help="digits (300 training images), the 2 smallest archs, 2 seeds, 1 epoch, one kernel pair")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of every training (default: torch's); "
+                    "1 on an overloaded host, where spinning threads waste the CPU")
     ap.add_argument("--only", default=None, metavar="I,J", help="train only these of the --archs picks (0-based), "
                     "e.g. to split the run over two processes; --combine joins the files")
     ap.add_argument("--combine", nargs="+", type=Path, metavar="JSON",
@@ -170,6 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     native = torch.backends.cpu.get_cpu_capability()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pool = spread_sample(load_space("default"), 3 if args.smoke else 12, in_chs=data.in_chs,
                          num_classes=data.num_classes, input_size=data.input_size, seed=args.split_seed,
                          pool=20 if args.smoke else 400)
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.only:
         archs = [archs[int(i)] for i in args.only.split(",")]
         settings["only"] = args.only
+    if args.threads:
+        settings["threads"] = args.threads
     t0 = time.perf_counter()
     rows: list[dict] = []
     for arch in archs:
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
             accs = [r["val_acc"] for r in runs.values()]
             diffs += [accs[i] - accs[0] for i in range(1, len(accs))]
         model = build_model(arch)
-        rows.append({"arch_hash": arch.arch_hash(), "summary": arch.summary(),
+        rows.append({"arch_hash": arch.arch_hash(), "summary": arch.summary(), "torch_threads": torch.get_num_threads(),
                      "macs": count_macs(model, in_chs=data.in_chs, input_size=data.input_size).total,
                      "seed_acc": seed_acc, "seed_std": sample_std(seed_acc),
                      "seed_range": max(seed_acc) - min(seed_acc), "kernel_acc": kernel_acc,

@@ -17,8 +17,8 @@ reports per architecture the seed standard deviation and range and the kernel di
 estimates over the architectures, and a binomial reference sqrt(p (1 - p) / n_val): the noise of an
 accuracy counted on n_val images if each answer were an independent coin. ``recommended_points`` is the
 tie tolerance the search's front uses by default (``--accuracy-noise``): the standard deviation of the
-difference of two brief-training accuracies, sqrt(2) x the pooled per-run standard deviation (seed and
-kernel noise together), in accuracy points.
+difference of two brief-training accuracies, sqrt(2) x the per-run standard deviation (the larger of the
+pooled seed and kernel estimates), in accuracy points.
 
     nice -n 10 python experiments/accuracy_noise.py        # results/benchmarks/accuracy_noise.json
     python experiments/accuracy_noise.py --smoke --out /tmp/n.json
@@ -102,8 +102,8 @@ def summarize(rows: list[dict], n_val: int) -> dict:
         "kernel_abs_diff_mean": statistics.mean(abs(d) for d in diffs) if diffs else None,
         "kernel_abs_diff_max": max(abs(d) for d in diffs) if diffs else None,
         "kernel_std_per_run": math.sqrt(kernel_var) if kernel_var is not None else None,
-        # the larger of the two: a front compares trials trained with different seeds? No, the same seed; but
-        # kernel-type perturbations (another machine, another library build) move a result like a new seed does
+        # the larger of the two: trials of one search share the seed, but a perturbation of the kernel kind
+        # (another machine, library build or architecture detail) moves a result as a new seed does
         "per_run_std": per_run_std,
         "mean_accuracy": mean_acc,
         "binomial_std_at_mean": binomial,

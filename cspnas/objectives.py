@@ -55,6 +55,11 @@ class Spec:
     # noise"), at least this share of the value; a margin to its limit inside the noise is "marginal"
     noise_floor: float = 0.0
     confirmed: str | None = None  # column of the end-of-search re-measurement; its spread is confirmed + "_iqr"
+    # a measured objective whose noise is ABSOLUTE (accuracy: points), set per run: the SearchSettings field
+    # holding it (in `noise_unit`s; 0 = exact; its default is measured, see ACCURACY_NOISE_POINTS)
+    noise_setting: str | None = None
+    noise_unit: float = 1.0  # one unit of the setting in the objective's own unit (points: 0.01)
+    binomial: bool = False  # a share of the run's validation images: their binomial noise is a floor too
 
     @property
     def optuna_direction(self) -> str:
@@ -75,9 +80,14 @@ class Spec:
         return f"{text} ± {self.format(row.get(self.spread))}" if self.spread else text
 
 
+# Brief-training accuracy moves this much, in points, with nothing changed but the training seed or the CPU
+# kernels: sqrt(2) x the pooled per-run standard deviation, i.e. the standard deviation of the difference of
+# two runs (results/benchmarks/accuracy_noise.json, `python experiments/accuracy_noise.py`; README, Evidence)
+ACCURACY_NOISE_POINTS = 2.1
+
 OBJECTIVES: dict[str, Spec] = {s.name: s for s in (
     Spec("accuracy", "accuracy", "max", "accuracy", "validation accuracy", _pct, ".0%", ideal=1.0, ref=0.0,
-         pick="best"),
+         pick="best", noise_setting="accuracy_noise", noise_unit=0.01, binomial=True),
     Spec("params", "params", "min", "params", "parameters", format_count, ".3s", ideal=1e3, log=True,
          limit="max_params", flag="--max-params", parse=parse_count, flag_help="hard parameter limit, e.g. 5M"),
     # MACs span decades (1e6..1e10): log scale; below a thousand MACs is not a network
@@ -147,12 +157,22 @@ def references(names: Sequence[str], limits: Mapping[str, float | None],
     return refs
 
 
-def bind(names: Sequence[str], refs: Mapping[str, float]) -> list["Objective"]:
-    """The Pareto maths' objectives (columns, directions, fixed refs and ideals) of a run."""
+def bind(names: Sequence[str], refs: Mapping[str, float], noise: Mapping[str, float] | None = None,
+         validation_images: int | None = None) -> list["Objective"]:
+    """The Pareto maths' objectives (columns, directions, fixed refs and ideals, noise rules) of a run.
+    `noise`: the run's absolute noise per objective name, in the setting's units (`Spec.noise_setting`;
+    missing or 0: exact); `validation_images`: the count a binomial objective's share is taken of."""
     from cspnas.pareto import Objective  # numpy/pandas: not needed to parse flags
 
-    return [Objective(s.column, s.direction, ref=float(s.ref if s.ref is not None else refs[s.name]),
-                      ideal=s.ideal, log=s.log, spread=s.spread, noise_floor=s.noise_floor) for s in specs(names)]
+    noise = noise or {}
+    out = []
+    for s in specs(names):
+        absolute = float(noise.get(s.name) or 0.0) * s.noise_unit
+        count = int(validation_images or 0) if s.binomial and absolute > 0 else 0
+        out.append(Objective(s.column, s.direction, ref=float(s.ref if s.ref is not None else refs[s.name]),
+                             ideal=s.ideal, log=s.log, spread=s.spread, noise_floor=s.noise_floor,
+                             noise_abs=absolute, noise_count=count))
+    return out
 
 
 def confirmed_spread(spec: Spec) -> str:
@@ -229,6 +249,21 @@ def run_limits(config: Mapping[str, Any]) -> dict[str, float | None]:
     settings = config.get("settings") if isinstance(config.get("settings"), Mapping) else {}
     constraints = settings.get("constraints") if isinstance(settings.get("constraints"), Mapping) else {}
     return {s.name: _positive(constraints.get(s.limit)) for s in OBJECTIVES.values() if s.limit}
+
+
+def run_noise(config: Mapping[str, Any]) -> dict[str, float]:
+    """The run's absolute noise per objective (`Spec.noise_setting`, in its units); runs made before the
+    setting have none recorded: their fronts stay exact, as they were made."""
+    settings = config.get("settings") if isinstance(config.get("settings"), Mapping) else {}
+    return {s.name: float(settings[s.noise_setting]) for s in OBJECTIVES.values()
+            if s.noise_setting and isinstance(settings.get(s.noise_setting), (int, float))}
+
+
+def run_validation_images(config: Mapping[str, Any]) -> int | None:
+    """How many validation images the run's accuracies are shares of (config.yaml's data summary)."""
+    data = config.get("data") if isinstance(config.get("data"), Mapping) else {}
+    value = data.get("val")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def run_references(config: Mapping[str, Any]) -> dict[str, float]:

@@ -41,21 +41,27 @@ Dominance
     trade-off twice. A row with NaN in any objective is never on the front.
 
 Measurement noise
-    An objective with a ``spread`` column (latency: its IQR) is measured, not counted, so
+    A measured objective (latency: its IQR; accuracy: its training noise) is not counted, so
     a small difference in it may be noise. Two values ``a`` and ``b`` are *tied* when
-    ``|a - b| <= noise_tolerance``: half the sum of their IQRs (the bands median ± IQR/2
-    overlap) or ``noise_floor`` times the larger value, whichever is larger. A tie is no
+    ``|a - b| <= noise_tolerance``, the largest of: half the sum of their spreads (a
+    ``spread`` column: the bands median ± IQR/2 overlap), ``noise_floor`` times the larger
+    value (relative), ``noise_abs`` (absolute: accuracy's points), and, for a share of
+    ``noise_count`` items (accuracy of n validation images), the binomial standard
+    deviation of the difference ``sqrt((a(1-a) + b(1-b)) / n)``. A tie is no
     advantage: ``a`` then dominates ``b`` when ``a`` is no worse than ``b`` beyond the
     tolerance in every objective and strictly better in at least one (so a row that was
     better only by noise is dominated), unless ``b`` dominates ``a`` by the same rule too
-    (possible with two noisy objectives: then neither removes the other). The noisy front
-    is a subset of the exact one; the hypervolume stays that of the exact front.
+    (possible with two noisy objectives: then neither removes the other). Only members of
+    the exact front remove others this way (a row it dominates exactly acts through its
+    dominator), so the noisy front is a function of the exact front alone: a subset of it,
+    which the live tables (cspnas.run_format) can keep up to date from the exact front plus
+    a new point. The hypervolume stays that of the exact front.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -84,6 +90,17 @@ class Objective:
     log: bool = False  # normalize on a log scale; needs ideal > 0 (and ref > 0)
     spread: str | None = None  # column of each value's measurement spread (IQR): see "Measurement noise"
     noise_floor: float = 0.0  # relative: differences below this share of the larger value are ties
+    noise_abs: float = 0.0  # absolute: differences up to this are ties
+    noise_count: int = 0  # > 0: the value is a share of this many items; its binomial noise is a floor
+
+    @property
+    def noisy(self) -> bool:
+        """Whether differences within some noise are ties (module docstring, "Measurement noise")."""
+        return bool(self.spread or self.noise_floor or self.noise_abs or self.noise_count)
+
+    def exact(self) -> "Objective":
+        """The same objective with every difference counting (no noise rule)."""
+        return replace(self, spread=None, noise_floor=0.0, noise_abs=0.0, noise_count=0)
 
     def __post_init__(self) -> None:
         if self.direction not in ("max", "min"):
@@ -152,29 +169,38 @@ def pareto_mask(df: pd.DataFrame, objectives: Sequence[Objective]) -> np.ndarray
     valid = ~np.isnan(oriented).any(axis=1)
     idx = np.flatnonzero(valid)
     mask[idx[_nondominated(oriented[idx])]] = True
-    if any(o.spread or o.noise_floor for o in objectives):
+    if any(o.noisy for o in objectives):
         _drop_noise_wins(mask, oriented[valid], _spreads(df, objectives)[valid], idx, objectives)
     return mask
 
 
-def noise_tolerance(a, b, spread_a, spread_b, floor: float = 0.0):
-    """The largest difference between values ``a`` and ``b`` that is still measurement noise:
-    half the sum of their spreads (IQRs; NaN counts as 0), at least ``floor`` x the larger one."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+def noise_tolerance(a, b, spread_a, spread_b, floor=0.0, absolute=0.0, count=0):
+    """The largest difference between values ``a`` and ``b`` that is still measurement noise (module
+    docstring): half the sum of their spreads (IQRs; NaN counts as 0), at least ``floor`` x the larger
+    one, ``absolute``, and, where ``count`` > 0, the binomial standard deviation of the difference of two
+    shares of ``count`` items. Sign-blind (a maximized objective may come negated)."""
+    a, b = np.abs(np.asarray(a, dtype=float)), np.abs(np.asarray(b, dtype=float))
     half = (np.nan_to_num(np.asarray(spread_a, dtype=float)) + np.nan_to_num(np.asarray(spread_b, dtype=float))) / 2
-    return np.maximum(half, floor * np.maximum(np.abs(a), np.abs(b)))
+    count = np.asarray(count, dtype=float)
+    pa, pb = np.clip(a, 0.0, 1.0), np.clip(b, 0.0, 1.0)
+    binomial = np.sqrt((pa * (1 - pa) + pb * (1 - pb)) / np.where(count > 0, count, np.inf))
+    return np.maximum(np.maximum(half, floor * np.maximum(a, b)), np.maximum(absolute, binomial))
 
 
 def _drop_noise_wins(mask: np.ndarray, points: np.ndarray, spreads: np.ndarray, idx: np.ndarray,
                      objectives: Sequence[Objective]) -> None:
-    """Unset the front members that another row dominates once noise-sized differences are ties.
-    Only exact-front members can drop (the noisy front is a subset); each is checked against all rows."""
+    """Unset the front members that another exact-front member dominates once noise-sized differences
+    are ties (module docstring: the noisy front is a subset of the exact one and a function of it)."""
     floors = np.array([o.noise_floor for o in objectives])
+    absolute = np.array([o.noise_abs for o in objectives])
+    counts = np.array([o.noise_count for o in objectives])
     pos = {row: k for k, row in enumerate(idx)}
-    for row in np.flatnonzero(mask):
-        k = pos[row]
+    members = np.flatnonzero(mask)
+    exact = np.array([pos[row] for row in members], dtype=int)
+    points, spreads = points[exact], spreads[exact]
+    for k, row in enumerate(members):
         p = points[k]
-        tol = noise_tolerance(points, p, spreads, spreads[k], floors)
+        tol = noise_tolerance(points, p, spreads, spreads[k], floors, absolute, counts)
         strictly = points < p
         others_win = np.all(points <= p + tol, axis=1) & strictly.any(axis=1)
         we_win = np.all(p <= points + tol, axis=1) & (p < points).any(axis=1)
@@ -336,7 +362,7 @@ def compute_front(df: pd.DataFrame, objectives: Sequence[Objective]) -> Front:
     table.iloc[pos, table.columns.get_loc("knee")] = True
     label = table.index[pos]
     label = label.item() if isinstance(label, np.generic) else label  # plain int, not np.int64
-    noisy = any(o.spread or o.noise_floor for o in objectives)
+    noisy = any(o.noisy for o in objectives)
     hv = hypervolume(normalize(_values(df, objectives), objectives) if noisy else pts)
     return Front(table=table, hypervolume=hv, knee=label)
 

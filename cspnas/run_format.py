@@ -39,8 +39,8 @@ from cspnas.errors import CspnasError
 from cspnas.cost.zero_cost import COLUMNS as SCORE_COLUMNS
 from cspnas.fsutil import check_writable_dir, write_atomic, writing
 from cspnas.objectives import (COLUMNS, CONFIRMED_COLUMNS, OBJECTIVES, bind, marginal, optuna_directions, run_limits,
-                               run_objectives, run_references, settled)
-from cspnas.pareto import Objective, compute_front, hypervolume_curve
+                               run_noise, run_objectives, run_references, run_validation_images, settled)
+from cspnas.pareto import Objective, compute_front, hypervolume_curve, pareto_mask
 from cspnas.faults import crash_point
 from cspnas.space.searchspace import load_yaml
 from cspnas.study_db import check_study_db
@@ -205,7 +205,7 @@ def create_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
 
 def objectives_of(config: dict[str, Any]) -> list[Objective]:
     """The run's objectives bound to its references, for the Pareto maths."""
-    return bind(run_objectives(config), run_references(config))
+    return bind(run_objectives(config), run_references(config), run_noise(config), run_validation_images(config))
 
 
 def _json_text(value: Any) -> str:
@@ -364,6 +364,15 @@ def _front_table(cand: pd.DataFrame, config: dict[str, Any]) -> tuple[pd.DataFra
     return table.reindex(columns=PARETO_COLUMNS).reset_index(drop=True), front.hypervolume
 
 
+def exact_front(trials: pd.DataFrame, config: dict[str, Any]) -> pd.DataFrame:
+    """The candidates no other dominates with every difference counted (settled values, trial order):
+    the rows the noise-aware front is chosen from (cspnas.pareto, "Measurement noise")."""
+    cand = settled(front_candidates(trials))
+    if cand.empty:
+        return cand
+    return cand.iloc[np.flatnonzero(pareto_mask(cand, [o.exact() for o in objectives_of(config)]))]
+
+
 _PRUNABLE = ("complete", "pruned", "failed")  # finished trials whose weights go unless kept
 
 
@@ -376,7 +385,8 @@ class LiveTables:
     trials.csv (one write, no fsync: study.db is the truth and the next rebuild rewrites what a
     crash lost; readers keep a trial's last row and drop a torn last line), the front is the front
     of the current front plus the new point (dominance is transitive, so that equals the front of
-    all trials), and pareto.csv, which is small, is rewritten only when the front changes. Weights
+    all trials; the noise-aware front is a function of the exact one, which is kept for that), and
+    pareto.csv, which is small, is rewritten only when the front changes. Weights
     of trials off the front are deleted as they leave it (`keep`: --keep-weights), and the rows of
     those trials are appended again, so the table still says what is on disk. A new knob column
     (a conditional knob sampled for the first time) rewrites trials.csv from memory.
@@ -394,15 +404,17 @@ class LiveTables:
         objectives = objectives_of(config)
         self._columns = [o.column for o in objectives]
         self._signs = np.array([-1.0 if o.direction == "max" else 1.0 for o in objectives])
-        self._set_front(pd.DataFrame(columns=PARETO_COLUMNS))
+        self._set_front(pd.DataFrame(columns=PARETO_COLUMNS), pd.DataFrame(columns=["trial", *self._columns]))
         self.shown: pd.DataFrame | None = None  # the finalists' front once there are finalists
         self.shown_hypervolume = 0.0
 
-    def _set_front(self, front: pd.DataFrame) -> None:
-        """The front, and what the per-trial check needs of it as plain arrays (pandas is slow per call)."""
+    def _set_front(self, front: pd.DataFrame, exact: pd.DataFrame) -> None:
+        """The front (pareto.csv), the exact front it is chosen from, and what the per-trial check needs
+        of the exact one as plain arrays (pandas is slow per call)."""
         self.front = front
         self.front_trials: list[int] = [int(t) for t in front["trial"]]
-        self._front_points = front[self._columns].to_numpy(dtype=float).reshape(-1, len(self._columns)) * self._signs
+        self.exact_trials: list[int] = [int(t) for t in exact["trial"]]
+        self._front_points = exact[self._columns].to_numpy(dtype=float).reshape(-1, len(self._columns)) * self._signs
 
     def frame(self) -> pd.DataFrame:
         """The trials table, one row per trial in trial order (O(study): for the end of a search)."""
@@ -412,7 +424,7 @@ class LiveTables:
         rows = trial_rows(study, self.config, self.run_dir)
         frame = rows_frame(rows)
         front, self.hypervolume = brief_pareto_frame(frame, self.config)
-        self._set_front(front)
+        self._set_front(front, exact_front(frame, self.config))
         self.shown = None
         if not finalist_rows(frame).empty:
             self.shown, self.shown_hypervolume = pareto_frame(frame, self.config)
@@ -433,11 +445,12 @@ class LiveTables:
         self.rows[number] = row
         changed, front_moved = [row], False
         if self._candidate(row) and not self._dominated(row):
-            members = sorted([self.rows[t] for t in self.front_trials if t != number] + [row],
+            members = sorted([self.rows[t] for t in self.exact_trials if t != number] + [row],
                              key=lambda r: r["trial"])  # ties go to the lower trial, as in a rebuild
             before = self.front_trials
-            front, hv = brief_pareto_frame(rows_frame(members), self.config)
-            self._set_front(front)
+            frame = rows_frame(members)
+            front, hv = brief_pareto_frame(frame, self.config)
+            self._set_front(front, exact_front(frame, self.config))
             row["hypervolume"] = self.hypervolume = hv  # the hypervolume after this trial
             front_moved = self.front_trials != before
             kept = set(self.front_trials)
@@ -462,14 +475,14 @@ class LiveTables:
                 and bool(full_fidelity(row["epochs_done"] or 0, row["epochs"] or 0)))
 
     def _dominated(self, row: dict[str, Any]) -> bool:
-        """Whether the front stays as it is with this row added: a member dominates it, or equals it
-        and has the lower trial number. Most trials of a long search end here."""
+        """Whether the front stays as it is with this row added: a member of the exact front dominates
+        it, or equals it and has the lower trial number. Most trials of a long search end here."""
         point = np.array([np.nan if row.get(c) is None else float(row[c]) for c in self._columns]) * self._signs
         if np.isnan(point).any():
             return True  # never on the front
         members = self._front_points
         no_worse, equal = np.all(members <= point, axis=1), np.all(members == point, axis=1)
-        earlier = np.array(self.front_trials, dtype=int) < row["trial"]
+        earlier = np.array(self.exact_trials, dtype=int) < row["trial"]
         return bool((no_worse & ~equal).any() or (equal & earlier).any())
 
     def _prune(self, row: dict[str, Any], front: set[int]) -> bool:

@@ -77,7 +77,7 @@ def make_run(tmp_path: Path, n: int = 12, *, name: str = "fixture", seed: int = 
              target_latency_quantile: float | None = None,
              states: dict[int, str] | None = None, keep_weights: bool = True,
              with_pareto: bool = True, epochs: int = 3,
-             objectives: tuple[str, ...] = DEFAULT_OBJECTIVES) -> Path:
+             objectives: tuple[str, ...] = DEFAULT_OBJECTIVES, accuracy_noise: float = 0.0) -> Path:
     """Write `tmp_path/name/` like a finished search and return its path.
 
     max_macs: None -> the 75th percentile of the sampled MACs, so some trials are infeasible.
@@ -105,7 +105,8 @@ def make_run(tmp_path: Path, n: int = 12, *, name: str = "fixture", seed: int = 
     limits = Constraints(max_macs=int(max_macs), max_latency_ms=target_latency_ms)
     largest = {c: max(r[c] for r in rows) for c in ("params", "macs", "latency_ms", "memory_bytes")}
     settings = SearchSettings(name=name, dataset="digits", train=search_training(epochs=epochs), budget=n,
-                              sampler="tpe", seed=seed, constraints=limits, objectives=objectives)
+                              sampler="tpe", seed=seed, constraints=limits, objectives=objectives,
+                              accuracy_noise=accuracy_noise)  # 0: exact accuracy, the fronts tests expect
     config = run_format.new_config(
         settings=settings.to_dict(), space_yaml="", space_name="fixture", data={"name": "digits"},
         num_classes=NUM_CLASSES, in_chs=IN_CHS, input_size=INPUT_SIZE, train_device="cpu",

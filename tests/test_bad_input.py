@@ -350,6 +350,8 @@ CASES = [
     case("search-budget-not-a-number", SEARCH + "--budget ten", ["--budget", "'ten'"], "--help"),
     case("search-epochs-0", SEARCH + "--epochs 0", "--epochs", ">= 1"),
     case("search-concurrency-0", SEARCH + "--concurrency 0", "--concurrency", ">= 1"),
+    case("search-accuracy-noise-negative", SEARCH + "--accuracy-noise -1", "--accuracy-noise", "[0, 100)"),
+    case("search-worker-trials-negative", SEARCH + "--worker-trials -1", "--worker-trials", ">= 0"),
     case("search-lr-0", SEARCH + "--lr 0", "--lr", "> 0"),
     case("search-cpus-per-trial-0", SEARCH + "--cpus-per-trial 0", "--cpus-per-trial", "> 0"),
     case("search-latency-parsecs", SEARCH + "--target-latency 10parsecs", "'10parsecs'", "e.g. 8ms"),

@@ -340,3 +340,18 @@ def test_multi_fidelity_smoke(tmp_path: Path):
     again = run_script("multi_fidelity.py", "--smoke", "--out", str(out), timeout=300)
     assert again.returncode == 0, again.stderr
     assert json.loads(out.read_text())["runs"] == [dict(run, wall_s=None) for run in r["runs"]]
+@pytest.mark.slow  # two trainings in fresh processes (forced kernels): ~30 s quiet, 295 s on a loaded host
+def test_accuracy_noise_smoke(tmp_path: Path):
+    out = tmp_path / "noise.json"
+    proc = run_script("accuracy_noise.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["complete"] and len(r["rows"]) == 2 and r["settings"]["seeds"] == 2
+    first, second = r["rows"]
+    assert len(first["seed_acc"]) == 2 and first["seed_range"] == max(first["seed_acc"]) - min(first["seed_acc"])
+    runs = first["kernel_acc"]["0"]  # seed 0 under each forced ATen kernel set, in fresh processes
+    assert runs["capabilities"]["default"] == "DEFAULT" and 0 <= runs["default"] <= 1
+    assert len(first["kernel_diffs"]) == len(r["settings"]["kernels"]) - 1 and second["kernel_acc"] == {}
+    n_val, p = r["result"]["validation_images"], r["result"]["mean_accuracy"]
+    assert r["result"]["binomial_std_at_mean"] == pytest.approx((p * (1 - p) / n_val) ** 0.5)
+    assert r["result"]["per_run_std"] >= r["result"]["seed_std_pooled"] >= 0

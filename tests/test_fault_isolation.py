@@ -9,7 +9,9 @@ the Ray worker at the end of a trial's first epoch (of two, so mid-training):
   gpu-oom@4  trial 4 raises torch.OutOfMemoryError on every attempt (there is no GPU here: injected,
              not real): retried once alone on its device, then recorded failed
   gpu-oom@5x1 trial 5 runs out of GPU memory once: the retry alone completes it
-One search (the CLI, in a subprocess so its Ray workers inherit the variable) serves every test.
+One search (the CLI, in a subprocess so its Ray workers inherit the variable) serves every test. It runs
+with --worker-trials 1: every trial trains in a fresh trainer process of its Ray worker (cspnas.search.worker),
+so a recycled trainer must lose or fail no trial, and a trainer that dies is handled as a dying worker.
 """
 import os
 import sys
@@ -34,7 +36,7 @@ def faulty_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     cmd = [sys.executable, "-m", "cspnas.cli", "search", "--budget", str(BUDGET), "--epochs", "2",
            "--name", "run", "--results-dir", str(root), "--device", "cpu", "--sampler", "random",
-           "--concurrency", "2", "--keep-weights", "none", "--no-dashboard"]
+           "--concurrency", "2", "--keep-weights", "none", "--no-dashboard", "--worker-trials", "1"]
     proc = run_in_group(cmd, timeout=420, what="the search with injected faults",
                         env={**os.environ, "CSPNAS_TEST_FAULT": FAULTS})
     out = proc.stdout
@@ -96,6 +98,15 @@ def test_out_of_gpu_memory_is_retried_alone_once(faulty_run):
     assert trials.loc[5, "state"] == "complete" and attrs[5]["retried_alone"] and attempts(run, 5) == 1
     assert trials.loc[5, "epochs_done"] == 2 and len(attrs[5]["val_acc_per_epoch"]) == 2  # the retry's own epochs
     assert not attrs[0]["retried_alone"] and attrs[0]["worker_rss_mb"] > 50 and attrs[0]["worker_pid"] > 0
+
+
+def test_a_recycled_trainer_loses_no_trial(faulty_run):
+    run, trials, _ = faulty_run
+    study = optuna.load_study(study_name="cspnas", storage=open_storage(run / "study.db"))
+    pids = [t.user_attrs["worker_pid"] for t in study.trials if "worker_pid" in t.user_attrs]
+    assert len(pids) >= BUDGET - 1 and len(set(pids)) == len(pids)  # --worker-trials 1: a fresh trainer per trial
+    # (trial 1's trainer dies before its first report, on both attempts: no pid recorded)
+    assert os.getpid() not in pids and (trials["state"] == "complete").sum() == 3  # none lost to recycling
 
 
 def test_summary_counts_failures(faulty_run):

@@ -116,3 +116,74 @@ def test_a_marginal_member_is_marked_in_report_dashboard_and_model_card(tmp_path
     assert "&#9670; knee marginal" in html
     export_trial(run, tmp_path / "out", formats=("json",))
     assert "**Marginal**" in (tmp_path / "out" / "MODEL.md").read_text()
+
+
+# -- accuracy: an absolute tolerance in points, at least the binomial noise of the validation size ------------
+
+NOISY_ACC = Objective("accuracy", "max", ref=0.0, ideal=1.0, noise_abs=0.02)
+
+
+def test_absolute_and_binomial_tolerances():
+    assert noise_tolerance(0.80, 0.81, 0, 0, absolute=0.02) == pytest.approx(0.02)
+    # shares of 100 images: sqrt((0.5 * 0.5 + 0.5 * 0.5) / 100) = 0.0707 beats the absolute 0.02
+    assert noise_tolerance(0.5, 0.5, 0, 0, absolute=0.02, count=100) == pytest.approx(0.0707, abs=1e-4)
+    assert noise_tolerance(-0.5, -0.5, 0, 0, count=100) == pytest.approx(0.0707, abs=1e-4)  # negated (oriented)
+    assert noise_tolerance(0.99, 0.99, 0, 0, absolute=0.02, count=10_000) == pytest.approx(0.02)
+    assert noise_tolerance(0.5, 0.5, 0, 0) == 0  # no rule: exact
+
+
+def test_an_accuracy_win_inside_the_points_is_a_tie():
+    df = pd.DataFrame({"accuracy": [0.800, 0.815, 0.850], "macs": [1e6, 2e6, 3e6]})
+    macs = Objective("macs", "min", ref=1e9, ideal=1e3, log=True)
+    assert list(pareto_mask(df, [ACC, macs])) == [True, True, True]
+    # 1.5 points more for 2x the MACs is noise: the smaller net wins; 5 points is not
+    assert list(pareto_mask(df, [NOISY_ACC, macs])) == [True, False, True]
+    binomial = Objective("accuracy", "max", ref=0.0, ideal=1.0, noise_abs=0.001, noise_count=200)
+    assert list(pareto_mask(df, [binomial, macs])) == [True, False, False]  # 200 images: 5 points is noise too
+
+
+def test_a_dominated_row_removes_nobody():
+    # row 1 is exactly dominated by row 0 and would beat row 2 by noise alone (its IQR is wide), row 0 would
+    # not: only exact-front members remove others, so the noisy front depends on the exact front alone
+    df = table([(0.90, 1.0, 0.0), (0.86, 1.0, 0.6), (0.85, 0.8, 0.0)])
+    assert list(pareto_mask(df, [ACC, LAT])) == [True, False, True]
+    df.loc[0, "latency_iqr_ms"] = 0.6  # now the front member itself is that noisy: it removes row 2
+    assert list(pareto_mask(df, [ACC, LAT])) == [True, False, False]
+
+
+def test_the_run_records_its_accuracy_noise_and_old_runs_stay_exact():
+    from cspnas.objectives import ACCURACY_NOISE_POINTS
+    from cspnas.run_format import objectives_of
+
+    config = {"settings": {"objectives": ["accuracy", "macs"], "accuracy_noise": 1.5}, "data": {"val": 180},
+              "references": {"macs": 1e8}}
+    acc = objectives_of(config)[0]
+    assert (acc.noise_abs, acc.noise_count) == (pytest.approx(0.015), 180)
+    assert objectives_of({**config, "settings": {**config["settings"], "accuracy_noise": 0}})[0].noisy is False
+    old = {**config, "settings": {"objectives": ["accuracy", "macs"]}}  # made before the setting
+    assert objectives_of(old)[0].noisy is False
+    assert ACCURACY_NOISE_POINTS > 0
+
+
+def test_the_report_says_within_how_many_points_accuracies_tie(tmp_path):
+    import dataclasses
+
+    from rich.console import Console
+
+    from cspnas import run_format
+    from cspnas.results.report import print_report
+    from run_fixture import make_run
+
+    noisy = run_format.load_run(make_run(tmp_path, 12, accuracy_noise=3.0))
+    assert noisy.config["settings"]["accuracy_noise"] == 3.0
+    exact = dataclasses.replace(noisy, config={**noisy.config, "settings": {**noisy.config["settings"],
+                                                                            "accuracy_noise": 0.0}})
+    exact_front, _ = run_format.pareto_frame(noisy.trials, exact.config)
+    assert set(noisy.front["trial"]) <= set(exact_front["trial"])  # ties only ever remove members
+    console = Console(record=True, width=250)
+    print_report(noisy, console=console)
+    text = " ".join(console.export_text().split())  # the caption wraps at the table's width
+    assert "accuracies within 3 points (or the validation size's binomial noise) tie" in text
+    console = Console(record=True, width=250)
+    print_report(exact, console=console)
+    assert "accuracies within" not in console.export_text()

@@ -125,6 +125,7 @@ def test_the_lock_records_ray_processes_for_the_next_search(tmp_path):
 # -- flags on resume ---------------------------------------------------------------------------
 
 RECORDED = SearchSettings(name="run", budget=10, train=search_training(epochs=3), sampler="random",
+                          concurrency=2,  # a run records the concurrency it used (derived when not given)
                           constraints=Constraints(max_macs=5_000_000)).to_dict()
 
 

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from cspnas.objectives import settled
+from cspnas.objectives import ACCURACY_NOISE_POINTS, settled
 from test_tables import assert_same_tables, rebuilt
 
 from cspnas.pareto import compute_front
 from cspnas.run_format import load_run, objectives_of, open_storage
 from cspnas.search.runner import run_search
-from cspnas.search.settings import Constraints, SearchSettings, search_training
+from cspnas.search.settings import CPU_CONCURRENCY, Constraints, SearchSettings, search_training
 
 FINAL = {"complete", "infeasible", "pruned", "failed", "prefiltered"}
 
@@ -45,11 +45,15 @@ def load(run: Path):
 
 def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
     limits = Constraints(max_params=150_000, max_latency_ms=50.0)
-    out = run_search(settings(tmp_path, "ci", budget=8, constraints=limits, sampler="random"), live=False)
+    out = run_search(settings(tmp_path, "ci", budget=8, constraints=limits, sampler="random", concurrency=None),
+                     live=False)
     run = out.run_dir
     trials, front, study = load(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["settings"]["budget"] == 8 and config["settings"]["constraints"]["max_params"] == 150_000
+    # not given: derived (on the CPU, 2) and recorded; the accuracy noise the front ties within, recorded
+    assert config["settings"]["concurrency"] == CPU_CONCURRENCY
+    assert config["settings"]["accuracy_noise"] == ACCURACY_NOISE_POINTS and config["data"]["val"] > 0
     # the driver's accounting: per candidate its wait for the trainers to pause, per session its busy share
     assert ((0 <= trials["cost_wait_seconds"]) & (trials["cost_wait_seconds"] <= trials["cost_seconds"])).all()
     (driver,) = config["driver"]

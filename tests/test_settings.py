@@ -16,7 +16,8 @@ from cspnas.cost.backends import register_latency_backend
 from cspnas.errors import CspnasError
 from cspnas.search.evaluators import EVALUATORS, CandidateEvaluator, Round, candidate_evaluator, register_evaluator
 from cspnas.search.runner import trial_train_config
-from cspnas.search.settings import SearchSettings, search_training
+from cspnas.objectives import ACCURACY_NOISE_POINTS
+from cspnas.search.settings import CPU_CONCURRENCY, SearchSettings, search_training
 from cspnas.train import TrainConfig
 
 # config.yaml's `settings` as cspnas 0.1.0 wrote it: the trials' training spelled flat
@@ -75,11 +76,12 @@ def test_help_texts_show_the_dataclass_defaults():
                           timeout=60).stdout
     text = " ".join(text.split())
     for flag, default in (("--epochs", TrainConfig.epochs), ("--budget", SearchSettings.budget),
-                          ("--lr", TrainConfig.lr), ("--concurrency", SearchSettings.concurrency),
+                          ("--lr", TrainConfig.lr), ("--accuracy-noise", SearchSettings.accuracy_noise),
                           ("--evaluator", SearchSettings.evaluator)):
         entry = text[text.index(f" {flag} ", text.index("options:")):].split(" --")[1]  # this flag's help
         assert f"(default {default})" in entry, entry
     assert "(default onnxruntime on a cpu float32 latency, else torch)" in text
+    assert f"(default: on CUDA, trials per GPU x GPUs, see --trials-per-gpu; on the CPU {CPU_CONCURRENCY})" in text
     inspect_help = build_parser().subcommands["inspect"].format_help()
     assert f"(default {LatencySettings.threads})" in inspect_help
     train_help = build_parser().subcommands["train"].format_help()
@@ -98,6 +100,7 @@ def test_old_flat_config_still_loads():
     old = yaml.safe_load(OLD_SETTINGS)
     s = SearchSettings.from_dict(old)
     assert (s.train.epochs, s.train.batch_size, s.train.lr) == (3, 64, 0.1)
+    assert s.accuracy_noise == 0 and s.concurrency == 2  # made before the settings: exact front, as recorded
     assert s.train.bf16 and s.train.channels_last  # train_precision: bf16
     assert (s.train.seed, s.train.device, s.seed) == (7, "cpu", 7)
     assert s.budget == 12 and s.constraints.max_latency_ms == 10.0
@@ -165,3 +168,26 @@ def test_evaluator_registry_drives_rounds():
         assert SearchSettings(name="x", evaluator="constant-test").evaluator == "constant-test"
     finally:
         del EVALUATORS["constant-test"]
+
+
+def test_concurrency_is_derived_from_packing_on_cuda_and_fixed_on_the_cpu(monkeypatch):
+    import torch
+
+    from cspnas.search import runner
+
+    assert SearchSettings(name="x").concurrency is None  # not given: derived by the search, then recorded
+    assert runner.derive_concurrency(SearchSettings(name="x"), "cpu", None, None)[0] == CPU_CONCURRENCY
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    n, why = runner.derive_concurrency(SearchSettings(name="x", trials_per_gpu=6), "cuda", None, None)
+    assert (n, why) == (12, "6 per GPU (--trials-per-gpu) x 2 GPUs")
+    assert runner.derive_concurrency(SearchSettings(name="x", gpus_per_trial=0.25), "cuda", None, None)[0] == 8
+    monkeypatch.setattr(runner, "fitting_trials_per_gpu", lambda space, data, train: (5, "fits"))
+    assert runner.derive_concurrency(SearchSettings(name="x"), "cuda", None, None) == (10, "5 per GPU (fits) x 2 GPUs")
+
+
+def test_accuracy_noise_is_checked():
+    assert SearchSettings(name="x").accuracy_noise == ACCURACY_NOISE_POINTS
+    assert _search_args("--accuracy-noise", "0").accuracy_noise == 0
+    for bad in ("-1", "nan", "100"):
+        with pytest.raises(CspnasError, match="--accuracy-noise must be points"):
+            _search_args("--accuracy-noise", bad)

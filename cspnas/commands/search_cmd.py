@@ -17,12 +17,13 @@ _DATA_FLAGS = (("--budget", int), ("--screen-limit", int), ("--space", str), ("-
                ("--train-subset", int), ("--image-size", int))
 _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--pareto-margin", float), ("--concurrency", int),
               ("--cpus-per-trial", float),
-              ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--device", str), ("--evaluator", str),
-              ("--prefilter", str), ("--prefilter-warmup", int), ("--latency-backend", str),
+              ("--gpus-per-trial", float), ("--trials-per-gpu", int), ("--worker-trials", int), ("--device", str),
+              ("--evaluator", str), ("--prefilter", str), ("--prefilter-warmup", int), ("--latency-backend", str),
               ("--latency-precision", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--latency-model", str),
               ("--keep-weights", str), ("--finalists", int), ("--final-epochs", int), ("--seed", int),
+              ("--accuracy-noise", float),
               ("--results-dir", str), ("--address", str), ("--latency-node", str))
 _TRAIN_FLAGS = (("--epochs", int, "brief-training epochs per candidate"), ("--batch-size", int, None),
                 ("--lr", float, None), ("--cuda-step", str, None))

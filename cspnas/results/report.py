@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cspnas.errors import CspnasError
-from cspnas.objectives import COLUMNS, OBJECTIVES, Spec
+from cspnas.objectives import COLUMNS, OBJECTIVES, Spec, run_noise
 from cspnas.run_format import Run, pareto_frame
 from cspnas.tables import print_table
 
@@ -142,8 +142,11 @@ def print_report(run: Run, sort: str = "accuracy", console: Console | None = Non
     if not run.finalists.empty:
         title += ", on the finalists' final accuracy"
     marked = bool(front["marginal"].any())
+    points = run_noise(run.config).get("accuracy")  # the front's accuracy ties (cspnas.pareto, "Measurement noise")
     table = Table(title=title, caption=f"sorted by {sort}; ◆ = knee (closest to the ideal point)"
-                  + (f"; {MARGINAL_NOTE}" if marked else ""))
+                  + (f"; {MARGINAL_NOTE}" if marked else "")
+                  + (f"; accuracies within {points:g} points (or the validation size's binomial noise) tie" if points
+                     else ""))
     shown = shown_objectives(front)
     columns = [("trial", "right"), ("architecture", "left"), *((s.header, "right") for s in shown), ("knee", "center"),
                *((("marginal", "center"),) if marked else ())]

@@ -19,7 +19,7 @@ from cspnas.study_db import check_study_db, trial_counts
 # every other setting defines the search.
 # (latency_node too: the measurer's fingerprint is checked instead, cspnas.search.measurer)
 CHANGEABLE = frozenset({"budget", "screen_limit", "concurrency", "address", "cpus_per_trial", "gpus_per_trial",
-                        "trials_per_gpu", "latency_node", "finalists", "final_epochs"})
+                        "trials_per_gpu", "latency_node", "finalists", "final_epochs", "worker_trials"})
 # Not settings of the search but of where it is: a resume names RUN instead.
 LOCATION = frozenset({"name", "results_dir"})
 

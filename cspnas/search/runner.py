@@ -33,7 +33,7 @@ from cspnas.search.measurer import (check_same_measurer, fingerprint_here, reser
 from cspnas.search.preflight import check_constraints_reachable
 from cspnas.search.ray_session import start_ray
 from cspnas.search.resume import check_resume, record_resume, sampler_seed
-from cspnas.search.settings import SearchSettings
+from cspnas.search.settings import CPU_CONCURRENCY, SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace, load_space, parse_space
 from cspnas.study_db import study_attr
@@ -106,6 +106,31 @@ def default_gpus_per_trial(total_gpus: float, concurrency: int, trials_per_gpu: 
     return max(share, 1.0 / trials_per_gpu) if trials_per_gpu else share
 
 
+def derive_concurrency(settings: SearchSettings, train_device: str, space: SearchSpace, data) -> tuple[int, str]:
+    """--concurrency when not given, and why: on the CPU the fixed CPU_CONCURRENCY; on CUDA every GPU
+    packed, i.e. trials per GPU (--gpus-per-trial's share, --trials-per-gpu, else as many of the space's
+    largest candidate as fit in the GPU's memory) x the GPUs (the cluster's with --address, else this
+    machine's)."""
+    if not train_device.startswith("cuda"):
+        return CPU_CONCURRENCY, "training on the CPU"
+    if settings.address:
+        import ray
+
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+    else:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    if settings.gpus_per_trial:
+        per_gpu, why = max(1, int(1 / settings.gpus_per_trial + 1e-9)), "--gpus-per-trial"
+    elif settings.trials_per_gpu:
+        per_gpu, why = settings.trials_per_gpu, "--trials-per-gpu"
+    else:
+        per_gpu, why = fitting_trials_per_gpu(space, data, settings.train) or (1, "no local GPU to size packing by")
+    gpus = max(1, gpus)
+    return gpus * per_gpu, f"{per_gpu} per GPU ({why}) x {gpus} GPU{'s' * (gpus > 1)}"
+
+
 def fitting_trials_per_gpu(space: SearchSpace, data, train) -> tuple[int, str] | None:
     """Trials per GPU that the space's largest candidate allows on this machine's first GPU (its memory
     against the candidate's estimated training peak, cspnas.search.packing), and why; None without a
@@ -171,6 +196,10 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     train_device = _resolve_train_device(settings)
     if settings.finalists:  # they train in this process: a device it lacks fails now, not after the trials
         check_finalist_device(train_device)
+    if settings.concurrency is None:  # derived once, then recorded in config.yaml like a given value
+        concurrency, why = derive_concurrency(settings, train_device, space, data)
+        settings = replace(settings, concurrency=concurrency)
+        print(f"concurrency: {concurrency} ({why})", file=sys.stderr, flush=True)
     input_size = settings.latency_input_size or data.input_size
     latency = latency_settings(settings, data.in_chs, input_size)
     try:
@@ -320,6 +349,7 @@ def _trial_spec(settings: SearchSettings, run_dir: Path, train_device: str) -> d
     return {"run_dir": str(run_dir.resolve()), "data": settings.data_spec(),
             "train": trial_train_config(settings, train_device), "evaluator": settings.evaluator,
             "keep_weights": settings.keep_weights != "none", "threads": max(1, int(settings.cpus_per_trial)),
+            "worker_trials": settings.worker_trials,
             # int8 latency: every complete trial's int8 accuracy, quantized as its latency was
             "int8": ({"calibration_images": LatencySettings.calibration_images, "seed": settings.seed}
                      if settings.latency_precision == "int8" else None)}

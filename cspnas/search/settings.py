@@ -9,11 +9,14 @@ from cspnas.cost.backends import check_latency_backend
 from cspnas.cost.settings import PRECISIONS, LatencySettings
 from cspnas.cost.zero_cost import SCORES, parse_prefilter
 from cspnas.errors import CspnasError
-from cspnas.objectives import DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
+from cspnas.objectives import ACCURACY_NOISE_POINTS, DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
 from cspnas.search.evaluators import DEFAULT_EVALUATOR, check_evaluator
 from cspnas.train.config import TrainConfig
 
 SAMPLERS = ("tpe", "nsga2", "random", "qmc")
+# trials at once when training on the CPU and --concurrency is not given (on CUDA it is derived from packing:
+# cspnas.search.runner.derive_concurrency)
+CPU_CONCURRENCY = 2
 SCHEDULERS = ("none", "asha", "pareto")
 # --train-precision -> TrainConfig fields (they only act on CUDA)
 TRAIN_PRECISIONS = {"fp32": {"bf16": False, "channels_last": False}, "bf16": {"bf16": True, "channels_last": True}}
@@ -76,7 +79,9 @@ class SearchSettings:
                                            "in the bottom fraction F of the feasible candidates screened so far "
                                            f"(recorded as prefiltered; no budget used); SCORE: {', '.join(SCORES)}")
     prefilter_warmup: int = _setting(10, "feasible candidates scored before --prefilter skips any")
-    concurrency: int = _setting(2, "trials trained at once")
+    concurrency: int | None = _setting(None, "trials trained at once (default: on CUDA, trials per GPU x GPUs, "
+                                             f"see --trials-per-gpu; on the CPU {CPU_CONCURRENCY}); the run "
+                                             "records the number used")
     sampler: str = _setting("tpe", " | ".join(SAMPLERS))
     scheduler: str = _setting("none", "none | asha | pareto: early stopping at rungs of 1, 2, 4... epochs (stopped "
                                       "trials never reach the front); pareto stops a trial only when, with its exact "
@@ -89,11 +94,17 @@ class SearchSettings:
     cpus_per_trial: float = _setting(1.0, "CPUs reserved per trial (fractions pack trials per core)")
     gpus_per_trial: float | None = _setting(None, "GPU share per trial (default min(1, GPUs / concurrency) "
                                                   "when training on CUDA)")
+    worker_trials: int = _setting(0, "trials a reused Ray worker's trainer process runs before a fresh one "
+                                     "replaces it, bounding the worker's host memory (0: trials train in the "
+                                     "worker itself, never replaced)")
     trials_per_gpu: int | None = _setting(None, "most trials packed on one GPU (default: as many of the space's "
                                                 "largest candidate as fit in the GPU's memory, at most 16)")
     constraints: Constraints = field(default_factory=Constraints)
     objectives: tuple[str, ...] = _setting(DEFAULT_OBJECTIVES, "comma list of " + ", ".join(OBJECTIVES)
                                            + "; accuracy is always one; a resumed run keeps its own")
+    accuracy_noise: float = _setting(ACCURACY_NOISE_POINTS, "accuracy differences up to this many points are "
+                                            "ties on the front (measured brief-training noise; at least the "
+                                            "binomial noise of the validation size; 0: exact)")
     # None: onnxruntime where it runs (cpu, float32), else torch; see README "Latency where the model ships"
     latency_backend: str | None = _setting(None, "how latency is measured: onnxruntime (the exported ONNX, as "
                                                  "`cspnas export` writes it) | torch (eager) (default onnxruntime "
@@ -140,16 +151,19 @@ class SearchSettings:
             (self.budget >= 1, f"--budget must be >= 1, got {self.budget}"),
             (self.prefilter_warmup >= 1, f"--prefilter-warmup must be >= 1, got {self.prefilter_warmup}"),
             (self.screen_limit is None or self.screen_limit >= 1, f"--screen-limit must be >= 1, got {self.screen_limit}"),
-            (self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
+            (self.concurrency is None or self.concurrency >= 1, f"--concurrency must be >= 1, got {self.concurrency}"),
             (self.sampler in SAMPLERS, f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}"),
             (self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
             (0 <= self.pareto_margin < 1, f"--pareto-margin must be in [0, 1) (accuracy, 0.02 = 2 points), "
                                           f"got {self.pareto_margin}"),
             (self.keep_weights in ("front", "all", "none"), f"--keep-weights must be front, all or none, got {self.keep_weights!r}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
+            (self.worker_trials >= 0, f"--worker-trials must be >= 0 (0: never replace), got {self.worker_trials}"),
             (self.trials_per_gpu is None or self.trials_per_gpu >= 1,
              f"--trials-per-gpu must be >= 1, got {self.trials_per_gpu}"),
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.accuracy_noise is not None and 0 <= self.accuracy_noise < 100,
+             f"--accuracy-noise must be points in [0, 100), e.g. 2 (0: exact), got {self.accuracy_noise}"),
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
             (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
@@ -209,6 +223,7 @@ class SearchSettings:
         if unknown:
             raise CspnasError(f"config.yaml: unknown setting(s) {unknown}; was it written by another cspnas version?")
         d.setdefault("latency_backend", "torch")  # runs from before the setting were timed in eager mode
+        d.setdefault("accuracy_noise", 0.0)  # runs from before the setting: exact accuracy, as they were made
         d["constraints"] = Constraints(**(d.get("constraints") or {}))
         d["train"] = TrainConfig.from_dict({**asdict(search_training()), **train})
         return cls(**d)

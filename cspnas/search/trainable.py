@@ -84,7 +84,18 @@ def _node_id() -> str:
 def train_candidate(config: dict[str, Any]) -> None:
     """config: trial, arch (JSON), run_dir, data (load_dataset kwargs), train (TrainConfig kwargs), evaluator
     (a registered name), keep_weights, threads, cores (None, or the cores left to training when the
-    latency measurer has cores of its own: cspnas.search.measurer), int8 (None, or calibration_images and seed)."""
+    latency measurer has cores of its own: cspnas.search.measurer), int8 (None, or calibration_images and seed),
+    worker_trials (0: train here; N: in a trainer process replaced after N trials, cspnas.search.worker)."""
+    if config.get("worker_trials"):
+        from cspnas.search.worker import run_in_trainer
+
+        run_in_trainer({**config, "node": _node_id()}, tune.report)
+    else:
+        run_trial(config, tune.report)
+
+
+def run_trial(config: dict[str, Any], emit) -> None:
+    """Train one candidate (train_candidate's config) in this process; `emit` reports each result."""
     if config.get("cores"):
         os.sched_setaffinity(0, config["cores"])
     torch.set_num_threads(int(config["threads"]))
@@ -93,14 +104,15 @@ def train_candidate(config: dict[str, Any]) -> None:
     trial = int(config["trial"])
     device = resolve_device(cfg.device)
     _release_memory(device)  # what the previous trial on this reused worker left behind
-    facts = {"worker_pid": os.getpid(), "node": _node_id(), "retried_alone": False, "admission_wait_s": 0.0}
+    facts = {"worker_pid": os.getpid(), "node": config.get("node") or _node_id(), "retried_alone": False,
+             "admission_wait_s": 0.0}
     history: list[float] = []
     start = time.perf_counter()
     gate_pass = None  # set while training holds the measurement gate
 
     def report(status: str, epoch: int, **extra: Any) -> None:
         with gate_pass.released() if gate_pass is not None else contextlib.nullcontext():
-            tune.report({"trial": trial, "status": status, "epoch": epoch, **facts,
+            emit({"trial": trial, "status": status, "epoch": epoch, **facts,
                          "worker_rss_mb": psutil.Process().memory_info().rss / 2**20,
                          "val_acc": history[-1] if history else 0.0, "val_acc_per_epoch": list(history),
                          "train_seconds": time.perf_counter() - start, **extra})

@@ -196,10 +196,11 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     train_device = _resolve_train_device(settings)
     if settings.finalists:  # they train in this process: a device it lacks fails now, not after the trials
         check_finalist_device(train_device)
+    derived = None  # said once the search starts: bad input must stay one line
     if settings.concurrency is None:  # derived once, then recorded in config.yaml like a given value
         concurrency, why = derive_concurrency(settings, train_device, space, data)
         settings = replace(settings, concurrency=concurrency)
-        print(f"concurrency: {concurrency} ({why})", file=sys.stderr, flush=True)
+        derived = f"concurrency: {concurrency} ({why})"
     input_size = settings.latency_input_size or data.input_size
     latency = latency_settings(settings, data.in_chs, input_size)
     try:
@@ -259,6 +260,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
             record_resume(config, changed, used)
             run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
         crash_point("after_config")
+        if derived is not None:
+            print(derived, file=sys.stderr, flush=True)
         if estimate:  # what the search will roughly cost (cspnas/search/estimate.py), before any training
             _print_estimate(space, data, settings, train_device)
         study = run_format.open_study(run_format.open_storage(run_dir / run_format.STUDY), settings.objectives,

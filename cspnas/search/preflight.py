@@ -8,7 +8,7 @@ import optuna
 
 from cspnas.errors import CspnasError
 from cspnas.search.costs import CostMeter
-from cspnas.search.settings import SearchSettings
+from cspnas.search.settings import CPU_CONCURRENCY, SearchSettings
 from cspnas.space import ArchConfig
 from cspnas.space.searchspace import SearchSpace
 
@@ -55,9 +55,11 @@ def check_largest_fits(space: SearchSpace, settings: SearchSettings, meter: Cost
     sizes = [footprint(a, size) for a in corners]
     fix = "use a smaller space (widths, depths) or input size"
     if not settings.address:
-        need = max(f.training_bytes(settings.train.batch_size) for f in sizes) * settings.concurrency
+        # the search derives --concurrency before this; a direct caller's None means the CPU default
+        concurrency = settings.concurrency or CPU_CONCURRENCY
+        need = max(f.training_bytes(settings.train.batch_size) for f in sizes) * concurrency
         ensure_fits(need, str(resolve_device(settings.device)),
-                    f"the largest candidate of space '{space.name}', {settings.concurrency} training at once in "
+                    f"the largest candidate of space '{space.name}', {concurrency} training at once in "
                     f"batches of {settings.train.batch_size} at {size}x{size},", f"{fix}, --batch-size or --concurrency")
     lat = meter.latency
     ensure_fits(max(f.inference_bytes(lat.batch_size) for f in sizes), lat.device,

@@ -236,10 +236,10 @@ def finalize(run_dir: str | Path, k: int | None = None, epochs: int | None = Non
     if settings.keep_weights == "none":
         raise CspnasError(f"{run_dir} keeps no weights (--keep-weights none), so its finalists' weights would not "
                           "be kept either; search again with --keep-weights front")
-    check_study_db(run_dir / run_format.STUDY)
-    if search_is_running(run_dir):
+    if search_is_running(run_dir):  # before the study is opened: opening it touches its SQLite files
         raise CspnasError(f"{run_dir} is in use by a search (named in {run_dir / '.lock'}); wait for it to end (if "
                           "it is no longer running, delete that file), then run finalize again")
+    check_study_db(run_dir / run_format.STUDY)
     device = str(config.get("train_device") or settings.device)
     check_finalist_device(device)
     data = load_run_data(run_dir, config)  # before the study is opened: a run without its data is left untouched

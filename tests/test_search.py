@@ -62,6 +62,9 @@ def test_search_respects_constraints_and_keeps_consistent_records(tmp_path):
 
     # exactly the budget trained (infeasible candidates use none), all final; the table is the study
     assert (trials["state"] != "infeasible").sum() == 8 and set(trials["state"]) <= FINAL
+    # zero-cost scores for the candidates that could train, none for the infeasible (never trained or prefiltered)
+    infeasible = trials["state"] == "infeasible"
+    assert trials.loc[~infeasible, "zc_naswot"].notna().all() and trials.loc[infeasible, "zc_naswot"].isna().all()
     assert sorted(trials["trial"]) == sorted(t.number for t in study.trials)
 
     infeasible = trials[trials["state"] == "infeasible"]

@@ -27,7 +27,8 @@ class CostMeter:
     Latency is timed by `measurer`, the search's measuring actor (cspnas.search.measurer), which
     pauses the trainers it shares cores with (`pause_trainers`) while it times; without a measurer it
     is timed here, inside the MeasureGate. `gate` None: nothing is training (e.g. before the search
-    starts), so nothing is paused. Every number is recorded for every candidate, feasible or not;
+    starts), so nothing is paused. Every number but the zero-cost scores (feasible candidates only, see
+    `measure`) is recorded for every candidate, feasible or not;
     the keys are the objectives' columns. An int8
     model ONNX Runtime cannot quantize raises QuantizationError (the candidate fails, the search goes on).
     `cost_wait_seconds` is the part of `cost_seconds` spent waiting for the trainers to pause (where the
@@ -58,13 +59,20 @@ class CostMeter:
             if "arch_hash" in a and "macs" in a:  # scores only where recorded (see measure)
                 self._cache[a["arch_hash"]] = {k: a.get(k) for k in _KEYS if k in a or k not in SCORE_COLUMNS}
 
-    def measure(self, arch: ArchConfig) -> dict[str, Any]:
+    def measure(self, arch: ArchConfig, *, scores: bool = True) -> dict[str, Any]:
+        """The candidate's cost; `scores=False` leaves the zero-cost scores out (the search scores only
+        feasible candidates: an infeasible one is never trained or prefiltered, and its scores would cost
+        about as much as the rest of its cost). Asked again with scores, they are added to the cache."""
         key = arch.arch_hash()
         if key not in self._cache:
             self._cache[key] = self._measure(arch)
-        elif self.score_batch is not None and any(c not in self._cache[key] for c in SCORE_COLUMNS):
-            torch.manual_seed(0)
+        if scores and self.score_batch is not None and any(c not in self._cache[key] for c in SCORE_COLUMNS):
+            start = time.perf_counter()
+            torch.manual_seed(0)  # the weights _measure scores would have seen
             self._cache[key].update(self.scores(build_model(arch)))
+            seconds = time.perf_counter() - start
+            self._cache[key]["cost_seconds"] = (self._cache[key].get("cost_seconds") or 0.0) + seconds
+            self.spent["cost_seconds"] += seconds
         return dict(self._cache[key])
 
     def scores(self, model: torch.nn.Module) -> dict[str, float | None]:
@@ -127,12 +135,11 @@ class CostMeter:
                 latency = self.timed(arch, model)
             latency["latency_predicted_ms"] = predicted
         memory = measure_peak_memory(model, replace(self.settings_for(arch), batch_size=1)).activation_bytes
-        scores = self.scores(model)  # outside the gate: nothing is timed meanwhile
         seconds = time.perf_counter() - start
         waited = latency.setdefault("cost_wait_seconds", 0.0)
         self.spent["cost_seconds"] += seconds
         self.spent["cost_wait_seconds"] += waited
-        return {"params": params, "macs": macs, **latency, "memory_bytes": memory, **scores, "cost_seconds": seconds}
+        return {"params": params, "macs": macs, **latency, "memory_bytes": memory, "cost_seconds": seconds}
 
     def timed(self, arch: ArchConfig, model: torch.nn.Module | None = None) -> dict[str, Any]:
         """The ordinary latency measurement (`time`: where the search measures), marked as measured."""

@@ -221,7 +221,7 @@ class Proposer:
         s = self.settings
         try:
             cost_fault(trial.number)  # tests only (CSPNAS_TEST_FAULT=quantize@N); a no-op otherwise
-            cost = self.meter.measure(arch)
+            cost = self.meter.measure(arch, scores=False)
         except QuantizationError as e:  # this candidate cannot ship as int8: it fails, the search goes on
             for key, value in (("arch", arch.to_json(indent=None)), ("arch_hash", arch.arch_hash()),
                                ("arch_summary", arch.summary()), ("epochs", s.train.epochs), ("epochs_done", 0)):
@@ -232,6 +232,8 @@ class Proposer:
         values, violations = s.constraints.check(cost)
         for key, value in values.items():
             trial.set_constraint(key, value)
+        if not violations:  # zero-cost scores for the candidates that may train (outside the gate)
+            cost = self.meter.measure(arch)
         attrs = {"arch": arch.to_json(indent=None), "arch_hash": arch.arch_hash(), "arch_summary": arch.summary(),
                  **cost, "feasible": not violations, "violations": violations, "epochs": s.train.epochs,
                  "epochs_done": 0, "status": "running"}

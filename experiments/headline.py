@@ -8,7 +8,7 @@ same settings; finished searches, trainings and timings are never redone):
     CSPDarknet-, CS3/C3- and Darknet-style, four widths each) at the data's input size, costed exactly as the
     search costs a candidate (`runner.latency_settings` of the search's settings).
  2. **Levels**: three latency levels spanning the baselines (geometric between the second fastest and the
-    second slowest member).
+    slowest member; the slowest is also the searches' limit, so every search has a pick at the top level).
  3. **Searches**: one cspnas search (TPE) and one random search (the control), same budget, objectives
     accuracy and latency, ``--target-latency`` the slowest baseline's, their finalists retrained for
     ``--final-epochs`` where this cspnas has finalists (else the brief accuracy chooses).
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
                             "latency_ms": cost["latency_ms"], "test_acc": {}, "val_acc": {}}
     if state["levels"] is None:
         lat = sorted(m["search_latency_ms"] for m in models.values() if m["kind"] == "baseline")
-        lo, hi = lat[1], lat[-2]
+        lo, hi = lat[1], lat[-1]  # the top level is the searches' limit: each search has a pick there
         state["levels"] = [lo * (hi / lo) ** (k / 2) for k in range(3)]
     save()
     levels = state["levels"]

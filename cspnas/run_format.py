@@ -387,8 +387,10 @@ class LiveTables:
     of the current front plus the new point (dominance is transitive, so that equals the front of
     all trials; the noise-aware front is a function of the exact one, which is kept for that), and
     pareto.csv, which is small, is rewritten only when the front changes. Weights
-    of trials off the front are deleted as they leave it (`keep`: --keep-weights), and the rows of
-    those trials are appended again, so the table still says what is on disk. A new knob column
+    of trials off the exact front are deleted as they leave it (`keep`: --keep-weights), and the rows
+    of those trials are appended again, so the table still says what is on disk. The exact front, not
+    the shown one: a member tied off the noise-aware front can come back onto it when a later trial
+    changes the ties, and must still have its weights. A new knob column
     (a conditional knob sampled for the first time) rewrites trials.csv from memory.
 
     `front` is always the brief front (what the search extends trial by trial); once the run has
@@ -428,7 +430,7 @@ class LiveTables:
         self.shown = None
         if not finalist_rows(frame).empty:
             self.shown, self.shown_hypervolume = pareto_frame(frame, self.config)
-        kept = set(self.front_trials)
+        kept = set(self.exact_trials)
         for row in rows:
             self._prune(row, kept)
         self.rows = {row["trial"]: row for row in rows}
@@ -447,17 +449,17 @@ class LiveTables:
         if self._candidate(row) and not self._dominated(row):
             members = sorted([self.rows[t] for t in self.exact_trials if t != number] + [row],
                              key=lambda r: r["trial"])  # ties go to the lower trial, as in a rebuild
-            before = self.front_trials
+            before, before_exact = self.front_trials, self.exact_trials
             frame = rows_frame(members)
             front, hv = brief_pareto_frame(frame, self.config)
             self._set_front(front, exact_front(frame, self.config))
             row["hypervolume"] = self.hypervolume = hv  # the hypervolume after this trial
             front_moved = self.front_trials != before
-            kept = set(self.front_trials)
-            changed += [self.rows[t] for t in sorted(set(before) - kept) if self._prune(self.rows[t], kept)]
+            kept = set(self.exact_trials)
+            changed += [self.rows[t] for t in sorted(set(before_exact) - kept) if self._prune(self.rows[t], kept)]
         elif self._candidate(row):
             row["hypervolume"] = self.hypervolume  # dominated: the front and its hypervolume stay
-        self._prune(row, set(self.front_trials))
+        self._prune(row, set(self.exact_trials))
         if set(row) - set(self.columns):  # a knob never seen before: a new header
             self._write_trials()
         else:

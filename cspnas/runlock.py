@@ -47,14 +47,17 @@ class Holder:
     pid: int
     started: float  # the process's start time, to tell a reused pid from the holder
     ray: tuple[tuple[int, float], ...] = field(default=())  # (pid, start time) of its local Ray processes
+    command: str = "search"  # what holds the run: "search" or "finalize" (`cspnas finalize`)
 
     @classmethod
-    def me(cls) -> "Holder":
-        return cls(host=socket.gethostname(), pid=os.getpid(), started=process_start_time(os.getpid()) or 0.0)
+    def me(cls, command: str = "search") -> "Holder":
+        return cls(host=socket.gethostname(), pid=os.getpid(), started=process_start_time(os.getpid()) or 0.0,
+                   command=command)
 
     def describe(self) -> str:
         since = dt.datetime.fromtimestamp(self.started).isoformat(sep=" ", timespec="seconds")
-        return f"a search on {self.host} (pid {self.pid}, started {since})"
+        what = "a search" if self.command == "search" else f"`cspnas {self.command}`"
+        return f"{what} on {self.host} (pid {self.pid}, started {since})"
 
     def is_dead(self) -> bool | None:
         """True / False on this host; None for another host, where it cannot be checked."""
@@ -67,7 +70,8 @@ def _parse(text: str) -> Holder | None:
     try:
         d = json.loads(text)
         return Holder(host=str(d["host"]), pid=int(d["pid"]), started=float(d["started"]),
-                      ray=tuple((int(p), float(s)) for p, s in d.get("ray", ())))
+                      ray=tuple((int(p), float(s)) for p, s in d.get("ray", ())),
+                      command=str(d.get("command", "search")))
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -76,8 +80,8 @@ class RunLock:
     """`with RunLock(run_dir) as lock:` holds RUN for one search; `lock.previous` is the dead holder
     it took over (None when the run was free), whose Ray leftovers the caller may end."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path, command: str = "search"):
+        self.run_dir, self.command = Path(run_dir), command
         self.path = self.run_dir / LOCK_FILE
         self.previous: Holder | None = None
         self._fd: int | None = None
@@ -90,7 +94,7 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _parse(os.pread(fd, 65536, 0).decode(errors="replace"))
-                who = holder.describe() if holder is not None else "another search"
+                who = holder.describe() if holder is not None else "another search or finalize"
                 raise CspnasError(f"{self.run_dir} is in use by {who}; wait for it to end or stop it "
                                   "(Ctrl-C) before resuming") from None
             text = os.pread(fd, 65536, 0).decode(errors="replace").strip()
@@ -107,7 +111,7 @@ class RunLock:
                                       "or stop it (Ctrl-C) before resuming")
                 self.previous = recorded
             self._fd = fd
-            self._write(Holder.me())
+            self._write(Holder.me(self.command))
             return self
         except BaseException:
             if self._fd is None:
@@ -142,12 +146,17 @@ class RunLock:
         self.release()
 
 
-def search_is_running(run_dir: Path) -> bool:
-    """Whether a search holds RUN now, judged by the recorded holder (readers never take the lock).
-    A holder on another host counts as running: it cannot be checked from here."""
+def live_holder(run_dir: Path) -> Holder | None:
+    """Who holds RUN now (a search or finalize), judged by the recorded holder (readers never take the
+    lock); None when it is free. A holder on another host counts as alive: it cannot be checked from here."""
     try:
         text = (Path(run_dir) / LOCK_FILE).read_text(errors="replace").strip()
     except OSError:
-        return False
+        return None
     holder = _parse(text) if text else None
-    return holder is not None and holder.is_dead() is not True
+    return holder if holder is not None and holder.is_dead() is not True else None
+
+
+def search_is_running(run_dir: Path) -> bool:
+    """Whether a search (or finalize) holds RUN now."""
+    return live_holder(run_dir) is not None

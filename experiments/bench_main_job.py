@@ -54,12 +54,22 @@ def main() -> None:
         "hypervolume": float(trials["hypervolume"].max()) if len(front) else 0.0,
         "epochs": config["settings"]["train"]["epochs"], "concurrency": config["settings"]["concurrency"],
         "median_train_s": float(trials["train_seconds"].median()),
+        # where the wall time goes: training (summed over trials; concurrency runs them side by side), the
+        # driver's cost of a candidate (build, MACs, latency, zero-cost scores), the driver's busy/idle shares
+        "train_s_total": round(float(trials["train_seconds"].sum()), 1),
+        "cost_s_total": round(float(trials["cost_seconds"].sum()), 1),
+        "median_cost_s": float(trials["cost_seconds"].median()),
+        "candidates_costed": int(trials["cost_seconds"].notna().sum()),
+        "latency_backend": config.get("latency", {}).get("backend"),
+        "driver": config.get("driver"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "gpu": False},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: report[k] for k in ("wall_s", "states", "front_size", "front_respects_target")}))
+    print(json.dumps({k: report[k] for k in ("wall_s", "states", "front_size", "front_respects_target", "train_s_total",
+                                             "cost_s_total", "driver")}))
+    print(f"run kept in {run}")
 
 
 if __name__ == "__main__":

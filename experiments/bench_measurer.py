@@ -8,7 +8,7 @@ training (so nothing is gated). The driver is blocked for the whole CostMeter.me
 way: that call runs inside Tune's searcher, i.e. Tune's event loop.
 
     python experiments/bench_measurer.py            # writes results/benchmarks/measurer_overhead.json
-    python experiments/bench_measurer.py --smoke    # 3 candidates (used by the tests)
+    python experiments/bench_measurer.py --smoke    # 3 candidates (tests/test_experiments_smoke.py, slow tier)
 """
 from __future__ import annotations
 

@@ -234,9 +234,10 @@ def check_reproduces(cases, tolerance: float = CROSS_MACHINE_TOLERANCE, reruns: 
 
 
 def spread_sample(space, n: int, *, in_chs: int, num_classes: int, input_size: int, seed: int = 0,
-                  pool: int = 400) -> list:
+                  pool: int = 400, exclude: frozenset = frozenset()) -> list:
     """``n`` distinct architectures spread over the space: draw ``pool`` with Optuna's
-    RandomSampler, sort by MACs, keep the ones at evenly spaced ranks (smallest to largest)."""
+    RandomSampler, sort by MACs, keep the ones at evenly spaced ranks (smallest to largest).
+    ``exclude``: arch hashes left out of the pool first (to add archs to an earlier sample)."""
     import optuna
 
     from cspnas.cost import count_macs
@@ -250,7 +251,8 @@ def spread_sample(space, n: int, *, in_chs: int, num_classes: int, input_size: i
         arch = space.sample(trial, in_chs=in_chs, num_classes=num_classes)
         study.tell(trial, 0.0)
         drawn.setdefault(arch.arch_hash(), arch)
-    sized = sorted(drawn.values(), key=lambda a: (count_macs(build_model(a), in_chs=in_chs,
+    kept = [a for h, a in drawn.items() if h not in exclude]
+    sized = sorted(kept, key=lambda a: (count_macs(build_model(a), in_chs=in_chs,
                                                              input_size=input_size).total, a.arch_hash()))
     picks = sorted({round(i * (len(sized) - 1) / max(n - 1, 1)) for i in range(n)})
     return [sized[i] for i in picks]

@@ -24,6 +24,21 @@ from cspnas.search.costs import CostMeter
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 from cspnas.space import ArchConfig, StageConfig, StemConfig
 
+# a small search space (2 stages, narrow): fast candidates for tests about rules, not costs
+TINY_SPACE_YAML = """\
+name: tiny
+stem: {out_chs: [8, 16], kernel_size: 3, stride: 1}
+stages:
+  - {depth: {min: 1, max: 2}, out_chs: [16, 24], stride: 2}
+  - {depth: 1, out_chs: [32, 48], stride: 2}
+per_stage:
+  stage_type: [csp, plain]
+  block_type: dark
+  split_ratio: [0.25, 0.5]
+network:
+  act: [relu, silu]
+"""
+
 STAGE_TYPES = ("csp", "fusion_first", "fusion_last", "plain")
 ACTS = ("relu", "silu", "leaky_relu")
 DISTRIBUTIONS = {

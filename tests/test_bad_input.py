@@ -56,7 +56,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from run_fixture import arch_from_params, make_run
+from run_fixture import TINY_SPACE_YAML, arch_from_params, make_run
 
 TIMEOUT_S = 120
 WORKERS = min(4, (os.cpu_count() or 2) + 1)  # the cases spend part of their time waiting on disk
@@ -120,19 +120,7 @@ def _arch_dict() -> dict:
     return arch_from_params(params).to_dict()
 
 
-SPACE_YAML = """\
-name: tiny
-stem: {out_chs: [8, 16], kernel_size: 3, stride: 1}
-stages:
-  - {depth: {min: 1, max: 2}, out_chs: [16, 24], stride: 2}
-  - {depth: 1, out_chs: [32, 48], stride: 2}
-per_stage:
-  stage_type: [csp, plain]
-  block_type: dark
-  split_ratio: [0.25, 0.5]
-network:
-  act: [relu, silu]
-"""
+SPACE_YAML = TINY_SPACE_YAML
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,20 @@ def test_cost_benchmark_smoke(tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_measurer_benchmark_smoke(tmp_path: Path):
+    """The driver-blocked time per candidate, latency timed in the driver vs by the measuring actor (real Ray)."""
+    out = tmp_path / "measurer.json"
+    proc = run_script("bench_measurer.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert r["archs"] == len(r["rows"]) == 3 and r["measurer_start_s"] > 0
+    for row in r["rows"]:
+        assert row["driver_blocked_s"] > 0 and row["actor_blocked_s"] > 0
+        assert row["driver_latency_ms"] > 0 and row["actor_latency_ms"] > 0
+    assert r["median_latency_ratio_actor_over_driver"] > 0
+
+
+@pytest.mark.slow
 def test_search_overhead_smoke(tmp_path: Path):
     out = tmp_path / "overhead.json"
     proc = run_script("bench_search_overhead.py", "--smoke", "--out", str(out))
@@ -73,6 +87,18 @@ def test_proxy_fidelity_smoke(tmp_path: Path):
         low, high = proxy["ci95"]
         assert proxy["n"] == 3 and -1.0 <= low <= high <= 1.0 and -1.0 <= proxy["spearman"] <= 1.0
     assert vs_long["params"]["spearman"] == pytest.approx(r["result"]["spearman_params_vs_long"])
+    order = r["result"]["front_order"]  # the brief front's members, and whether long training keeps their order
+    assert 1 <= order["brief_front"] <= 3 and order["pairs"] == order["brief_front"] * (order["brief_front"] - 1) // 2
+    assert 0 <= order["pairs_flipped"] <= order["pairs"] and 0 <= order["still_on_long_front"] <= order["brief_front"]
+    # --extend keeps a finished file's rows (not retrained) and adds archs from the same pool
+    more = tmp_path / "proxy4.json"
+    proc = run_script("proxy_fidelity.py", "--smoke", "--archs", "4", "--extend", str(out), "--out", str(more))
+    assert proc.returncode == 0, proc.stderr
+    r4 = json.loads(more.read_text())
+    assert r4["complete"] and r4["rows"][:3] == r["rows"] and r4["settings"]["extends"]["rows"] == 3
+    assert len({row["arch_hash"] for row in r4["rows"]}) == 4 and proc.stdout.count("/4 ") == 1  # one trained
+    proc = run_script("proxy_fidelity.py", "--smoke", "--archs", "3", "--extend", str(out), "--out", str(more))
+    assert proc.returncode != 0 and "already has 3 archs" in proc.stderr
     # --add-scores gives a file made before the scores existed the same scores, training nothing
     for row in r["rows"]:
         for key in [k for k in row if k.startswith("zc_")]:

@@ -12,6 +12,7 @@ from cspnas.search.costs import CostMeter
 from cspnas.search.loop import RESAMPLE_LIMIT, Proposer, count_final, interrupted_to_failed
 from cspnas.search.settings import Constraints, SearchSettings, search_training
 from cspnas.space.searchspace import load_space, parse_space
+from run_fixture import TINY_SPACE_YAML
 
 IN_CHS, NUM_CLASSES, SIZE = 1, 10, 8
 
@@ -176,15 +177,6 @@ def test_the_loop_counts_every_running_trial_and_times_epochs(tmp_path, meter, c
     assert "running 2: #0 epoch 1/2" in log and log.count("[cspnas]") == 4  # start, epoch, two tells
 
 
-TINY_SPACE = """\
-name: tiny
-stem: {out_chs: [8, 16], kernel_size: 3, stride: 1}
-stages:
-  - {depth: {min: 1, max: 2}, out_chs: [16, 24], stride: 2}
-  - {depth: 1, out_chs: [32, 48], stride: 2}
-per_stage: {stage_type: [csp, plain], block_type: dark, split_ratio: [0.25, 0.5]}
-network: {act: [relu, silu]}
-"""
 
 
 def test_prefilter_skips_low_scores_after_the_warm_up_and_a_resume_keeps_the_ranks(tmp_path):
@@ -195,7 +187,7 @@ def test_prefilter_skips_low_scores_after_the_warm_up_and_a_resume_keeps_the_ran
     scored = CostMeter(LatencySettings(in_chs=IN_CHS, input_size=SIZE, min_run_time_s=0.005, warmup=1), None, SIZE,
                        score_batch=image_batch(load_dataset("digits", split_seed=0), 8, seed=0))
     p = proposer(tmp_path, scored, budget=3, prefilter="params:0.5", prefilter_warmup=1)
-    p.space = parse_space(TINY_SPACE)  # small candidates: this test is about the rule, not the costs
+    p.space = parse_space(TINY_SPACE_YAML)  # small candidates: this test is about the rule, not the costs
     while (c := p.propose()) is not None:
         p.tell(c.trial, "complete", accuracy=0.5)
     trials = p.study.get_trials()

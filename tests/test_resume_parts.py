@@ -63,6 +63,16 @@ def test_a_live_holder_is_named_and_a_killed_one_is_taken_over(tmp_path):
         assert lock.previous is None
 
 
+def test_the_lock_names_what_holds_the_run(tmp_path):
+    """finalize holds the run like a search; a refusal says which of the two holds it (old lock files: a search)."""
+    with RunLock(tmp_path, "finalize"):
+        with pytest.raises(CspnasError, match=rf"in use by `cspnas finalize` on {socket.gethostname()} \(pid "):
+            RunLock(tmp_path).acquire()
+    _record(tmp_path)  # written by a cspnas before the lock named its command
+    with pytest.raises(CspnasError, match="in use by a search on"):
+        RunLock(tmp_path).acquire()
+
+
 def _record(run: Path, **holder) -> None:
     (run / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                            "started": process_start_time(os.getpid()), "ray": [], **holder}))

@@ -217,7 +217,7 @@ def finalize(run_dir: str | Path, k: int | None = None, epochs: int | None = Non
     """`cspnas finalize RUN`: train the finalists of a finished run (those not trained yet), then rewrite its
     tables (and dashboard.html, where there is one). Returns the trials trained now. Bad input, a run in use or
     data that cannot be read are refused before anything is written."""
-    from cspnas.runlock import RunLock, search_is_running
+    from cspnas.runlock import RunLock, live_holder
     from cspnas.search.interrupt import StopRequest
     from cspnas.search.settings import SearchSettings
     from cspnas.study_db import check_study_db
@@ -236,9 +236,10 @@ def finalize(run_dir: str | Path, k: int | None = None, epochs: int | None = Non
     if settings.keep_weights == "none":
         raise CspnasError(f"{run_dir} keeps no weights (--keep-weights none), so its finalists' weights would not "
                           "be kept either; search again with --keep-weights front")
-    if search_is_running(run_dir):  # before the study is opened: opening it touches its SQLite files
-        raise CspnasError(f"{run_dir} is in use by a search (named in {run_dir / '.lock'}); wait for it to end (if "
-                          "it is no longer running, delete that file), then run finalize again")
+    holder = live_holder(run_dir)  # before the study is opened: opening it touches its SQLite files
+    if holder is not None:
+        raise CspnasError(f"{run_dir} is in use by {holder.describe()} (named in {run_dir / '.lock'}); wait for it "
+                          "to end (if it is no longer running, delete that file), then run finalize again")
     check_study_db(run_dir / run_format.STUDY)
     device = str(config.get("train_device") or settings.device)
     check_finalist_device(device)
@@ -259,7 +260,7 @@ def finalize(run_dir: str | Path, k: int | None = None, epochs: int | None = Non
         run_format.write_yaml_atomic(run_dir / run_format.CONFIG, config)
 
     tables = run_format.LiveTables(run_dir, config, settings.keep_weights)
-    with RunLock(run_dir), StopRequest() as stop:
+    with RunLock(run_dir, "finalize"), StopRequest() as stop:
         try:
             with stop.forcible():
                 trained = run_finalists(run_dir, config, study, k, epochs, device=device, log=log,

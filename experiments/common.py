@@ -200,11 +200,21 @@ def committed_report(path: Path, settings: dict) -> dict:
     return committed
 
 
-# Brief-training accuracy of one architecture, same seed and data, on CPUs of this machine kind:
-# 0.298 (the committing machine), 0.313 (AVX-512 kernels), 0.292 (same machine, AVX2 forced with
-# ATEN_CPU_CAPABILITY=avx2). Kernels round differently and a few validation answers flip, so a
-# committed number is compared within this spread (with margin), never to the last digit.
-CROSS_MACHINE_TOLERANCE = 0.03
+# Brief-training accuracy of one architecture (the first proxy-fidelity row), same seed, data and recipe, on
+# machines of this kind: 0.298 (the committing machine), 0.313 (a CPU with AVX-512), 0.292 and 0.301 (AVX2 forced),
+# 0.269 (another 2-core AMD EPYC with AVX2, 2026-12-07, every time), 0.314 (1 torch thread). One machine repeats its
+# number exactly; another CPU model, kernel set or thread count rounds sums differently and the 45 SGD steps then go
+# another way, as far as another seed goes (accuracy_noise.json: seed std 1.5 points). So a committed number is
+# compared within the noise of a difference of two runs, never to the last digit.
+def cross_machine_tolerance() -> float:
+    """3 standard deviations of the difference of two trainings that differ only by seed (sqrt(2) x the pooled seed
+    std measured by experiments/accuracy_noise.py): a sound build misses it about once in 370 checks."""
+    import math
+
+    noise = json.loads((REPO / "results" / "benchmarks" / "accuracy_noise.json").read_text())["result"]
+    return round(3 * math.sqrt(2) * noise["seed_std_pooled"], 3)
+
+
 SAME_MACHINE_TOLERANCE = 0.002  # one machine, same kernels: re-runs agree (up to 1-2 answers)
 
 
@@ -215,12 +225,14 @@ def add_reruns_flag(ap) -> None:
                          "agree (training is deterministic here), 1 only compares with the committed number")
 
 
-def check_reproduces(cases, tolerance: float = CROSS_MACHINE_TOLERANCE, reruns: int = 2) -> None:
+def check_reproduces(cases, tolerance: float | None = None, reruns: int = 2) -> None:
     """For each (label, committed accuracy, re-run function): re-run ``reruns`` times on this machine
     (2 by default), print the numbers, and exit 1 unless (a) two re-runs agree within
     SAME_MACHINE_TOLERANCE (the training is deterministic here, so the committed file means something)
-    and (b) the committed number is within ``tolerance``, the measured cross-machine spread (another
-    CPU's kernels round differently and flip a few validation answers). ``reruns=1`` checks (b) only."""
+    and (b) the committed number is within ``tolerance`` (default: `cross_machine_tolerance`, another CPU is
+    another seed). ``reruns=1`` checks (b) only."""
+    tolerance = cross_machine_tolerance() if tolerance is None else tolerance
+    print(f"committed numbers must lie within {tolerance:.3f} of this machine's (another CPU is another seed)")
     mismatches = 0
     for label, committed, rerun in cases:
         runs = [rerun() for _ in range(reruns)]

@@ -134,18 +134,21 @@ def verdicts(models: dict[str, dict], picks: dict[str, dict], levels: list[float
     return out
 
 
-def plot(path: Path, models: dict[str, dict]) -> None:
+def plot(path: Path, models: dict[str, dict], levels: list[float] = ()) -> None:
+    """Test accuracy vs latency: each family a curve (seed means), each search's picks points with +- seed std
+    bars; the latency levels as dashed verticals."""
     from svg import chart
 
-    series: dict[str, list[tuple[float, float]]] = {}
+    series: dict[str, list[tuple[float, ...]]] = {}
     for name, m in sorted(models.items(), key=lambda nm: nm[1]["latency_ms"]):
         if not m["test_acc"]:
             continue
         label = m["family"] if m["kind"] == "baseline" else f"{m['kind']} picks"
-        series.setdefault(label, []).append((m["latency_ms"], 100 * _stats(m["test_acc"])[0]))
+        mean, std = _stats(m["test_acc"])
+        series.setdefault(label, []).append((m["latency_ms"], 100 * mean, 100 * std))
     if series:
         chart(path, series, title="Test accuracy vs latency after full training", xlabel="latency (ms)",
-              ylabel="test accuracy (%)")
+              ylabel="test accuracy (%)", points=frozenset(f"{k} picks" for k in METHODS), vlines=tuple(levels))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     state["verdicts"] = verdicts(models, state["picks"], levels)
     state.update(complete=True, machine=machine(), wall_s=round(time.perf_counter() - t0, 1))
     save()
-    plot(args.out.with_suffix(".svg"), models)
+    plot(args.out.with_suffix(".svg"), models, levels)
     for v in state["verdicts"]:
         print(json.dumps({k: (round(x, 4) if isinstance(x, float) else x) for k, x in v.items()}))
     return state

@@ -28,12 +28,15 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def chart(path: Path, series: dict[str, list[tuple[float, float]]], *, title: str, xlabel: str, ylabel: str,
-          lines: bool = True, diagonal: bool = False) -> None:
-    """One SVG with a line (or point) series per legend entry."""
+def chart(path: Path, series: dict[str, list[tuple[float, ...]]], *, title: str, xlabel: str, ylabel: str,
+          lines: bool = True, diagonal: bool = False, points: frozenset = frozenset(),
+          vlines: tuple = ()) -> None:
+    """One SVG with a line (or point) series per legend entry. A point (x, y, e) also gets an error bar y +- e;
+    series named in ``points`` are drawn as points even when ``lines``; ``vlines``: dashed verticals at these x."""
     pts = [p for s in series.values() for p in s]
+    err = [p[2] if len(p) > 2 else 0.0 for p in pts]
     xlo, xhi = min(p[0] for p in pts), max(p[0] for p in pts)
-    ylo, yhi = min(p[1] for p in pts), max(p[1] for p in pts)
+    ylo, yhi = min(p[1] - e for p, e in zip(pts, err)), max(p[1] + e for p, e in zip(pts, err))
     if diagonal:  # same range on both axes, so y = x is the diagonal
         xlo = ylo = min(xlo, ylo)
         xhi = yhi = max(xhi, yhi)
@@ -56,13 +59,18 @@ def chart(path: Path, series: dict[str, list[tuple[float, float]]], *, title: st
     if diagonal:
         out.append(f'<line x1="{sx(xlo):.1f}" y1="{sy(ylo):.1f}" x2="{sx(xhi):.1f}" y2="{sy(yhi):.1f}" '
                    'stroke="#bbb" stroke-dasharray="4 3"/>')
+    for v in vlines:
+        out.append(f'<line x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{TOP}" y2="{H - BOTTOM}" stroke="#bbb" '
+                   'stroke-dasharray="2 3"/>')
     for i, (name, s) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
-        if lines:
-            d = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
+        if lines and name not in points:
+            d = " ".join(f"{sx(p[0]):.1f},{sy(p[1]):.1f}" for p in s)
             out.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="2"/>')
         else:
-            out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{color}"/>' for x, y in s]
+            out += [f'<circle cx="{sx(p[0]):.1f}" cy="{sy(p[1]):.1f}" r="3.5" fill="{color}"/>' for p in s]
+        out += [f'<line x1="{sx(p[0]):.1f}" x2="{sx(p[0]):.1f}" y1="{sy(p[1] - p[2]):.1f}" y2="{sy(p[1] + p[2]):.1f}" '
+                f'stroke="{color}" stroke-width="1.5"/>' for p in s if len(p) > 2 and p[2] > 0]
         ly = TOP + 14 + 16 * i
         out.append(f'<rect x="{W - RIGHT + 10}" y="{ly - 8}" width="10" height="10" fill="{color}"/>')
         out.append(f'<text x="{W - RIGHT + 24}" y="{ly + 1}">{escape(name)}</text>')

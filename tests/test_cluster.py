@@ -96,7 +96,9 @@ class Cluster:
         cmd = [str(free_port()) if c is None else c for c in cmd]
         log = self.root / f"{name}.log"
         with open(log, "w") as out:
-            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            # the nodes' working directory is ours, so a relative path resolved there shows up under root
+            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    cwd=self.root)
         self.procs.append(proc)
         wait_started(proc, log)
 
@@ -190,8 +192,9 @@ def non_loopback_listeners(cluster: Cluster) -> list[str]:
 
 @pytest.mark.slow
 def test_search_on_a_two_node_cluster_uses_both_nodes(cluster, tmp_path):
-    """Also: a relative --data-dir reaches the trials. Tune runs each trial in its own working directory,
-    here on either node, so the trainable must get the folder as an absolute path."""
+    """Also: a relative --data-dir and --results-dir reach the trials and the measuring actor. Tune runs each
+    trial in its own working directory, here on either node, so they must get absolute paths (the measurer once
+    got a relative lock folder and flocked files under the node's working directory, not the run's)."""
     assert non_loopback_listeners(cluster) == []
     image_folder(tmp_path)
     proc = search(cluster, Path("res"), "cluster", data=["--dataset", "folder", "--data-dir", "imgs"], cwd=tmp_path)
@@ -199,6 +202,7 @@ def test_search_on_a_two_node_cluster_uses_both_nodes(cluster, tmp_path):
     trials = pd.read_csv(tmp_path / "res" / "cluster" / "trials.csv")
     assert len(trials) == 4 and set(trials["state"]) <= FINAL, trials[["trial", "state", "failure_reason"]]
     assert (trials["state"] == "complete").all(), trials[["trial", "state", "failure_reason"]]
+    assert not (cluster.root / "res").exists(), "a node resolved the run's relative path in its own directory"
     # 1 CPU per node, 1 per trial, 2 at once: the two concurrent trials must be on different nodes
     nodes = set(trials["node"].dropna())
     assert len(nodes) == 2, trials[["trial", "node"]]

@@ -340,6 +340,36 @@ def test_headline_smoke_then_resume_redoes_nothing(tmp_path: Path):
     assert "seed 0" not in proc.stdout  # nothing trained again
     after = json.loads(out.read_text())
     assert after["models"] == json.loads(before)["models"]
+    assert after["wall_s"] >= json.loads(before)["wall_s"] > 0  # the resumed run's seconds add to the first's
+
+
+def test_headline_verdicts_follow_the_goal():
+    """The issue's goal, on made-up results: +1 point over the best baseline at the level (latency within 2%)
+    and more than twice the seed spread, or within the spread at <= 0.7x its latency; and above the random pick."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        from headline import verdicts
+    finally:
+        sys.path.pop(0)
+
+    def model(kind: str, ms: float, *accs: float) -> dict:
+        return {"kind": kind, "latency_ms": ms, "test_acc": {str(i): a for i, a in enumerate(accs)}}
+
+    models = {"fam-s": model("baseline", 1.0, 0.60, 0.61, 0.62), "fam-m": model("baseline", 2.01, 0.70, 0.70, 0.70),
+              "fam-l": model("baseline", 4.0, 0.80, 0.80, 0.80), "c1": model("cspnas", 0.95, 0.64, 0.64, 0.64),
+              "c2": model("cspnas", 1.3, 0.70, 0.71, 0.69), "c3": model("cspnas", 3.5, 0.805, 0.80, 0.80),
+              "r": model("random", 0.9, 0.50, 0.50, 0.50)}
+    picks = {"cspnas@0": "c1", "cspnas@1": "c2", "cspnas@2": "c3", "random@0": "r", "random@1": "r", "random@2": "r"}
+    v = verdicts(models, picks, [1.0, 2.0, 4.0])
+    # level 1 ms: +3 points over fam-s (spread 1 point): beaten, and so is random
+    assert v[0]["best_baseline"] == "fam-s" and v[0]["beats_baseline"] and v[0]["goal_met"]
+    assert v[0]["gain_points"] == pytest.approx(3.0)
+    # level 2 ms: fam-m at 2.01 ms is at the level (noise); c2 ties it at 0.65x its latency
+    assert v[1]["best_baseline"] == "fam-m" and not v[1]["beats_baseline"] and v[1]["matches_faster"]
+    # level 4 ms: +0.17 points at 0.875x the latency: neither beaten nor matched fast enough
+    assert v[2]["best_baseline"] == "fam-l" and not v[2]["goal_met"]
+    models["r"]["test_acc"] = {"0": 0.9}  # a random pick above cspnas's fails the goal everywhere
+    assert not any(row["goal_met"] for row in verdicts(models, picks, [1.0, 2.0, 4.0]))
 
 
 @pytest.mark.slow

@@ -219,8 +219,11 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     from cspnas.cost.zero_cost import SCORE_IMAGES, SCORES
     from cspnas.train.quantized import image_batch
 
+    # absolute: the measuring actor and the trainers may run with another working directory (a Ray node
+    # started elsewhere) and must flock the same files as this driver
+    locks = run_dir.resolve() / ".locks"
     # zero-cost scores: every candidate on the same training images (chosen by --seed), at the training size
-    meter = CostMeter(latency, MeasureGate(run_dir / ".locks"), input_size, calibration=calibration,
+    meter = CostMeter(latency, MeasureGate(locks), input_size, calibration=calibration,
                       score_batch=image_batch(data, SCORE_IMAGES, settings.seed),
                       pause_trainers=not settings.latency_node and (not cores or same_gpu),
                       predictor=_latency_model(settings, space, latency),
@@ -228,7 +231,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
 
     def measurer():
         start_ray(settings, reserved=len(cores))  # joined already: a no-op
-        return start_measurer(latency, run_dir / ".locks", cores=cores, latency_node=settings.latency_node,
+        return start_measurer(latency, locks, cores=cores, latency_node=settings.latency_node,
                               calibration=calibration)
 
     measured_on = None

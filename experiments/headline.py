@@ -85,11 +85,12 @@ def _front(run_dir: Path) -> list[dict]:
     return out
 
 
-def _pick(front: list[dict], level_ms: float) -> dict | None:
-    """The member at or under the level with the best final (else brief) validation accuracy."""
+def _pick(front: list[dict], level_ms: float, final_first: bool = True) -> dict | None:
+    """The member at or under the level with the best final (else brief) validation accuracy; with
+    ``final_first=False`` the best brief accuracy, retrained or not (the BRIEF_BEST arm)."""
     under = [m for m in front if m["latency_ms"] <= level_ms]
-    key = (lambda m: m["final_val_acc"]) if any(m["final_val_acc"] is not None for m in under) else \
-        (lambda m: m["brief_acc"])
+    final = final_first and any(m["final_val_acc"] is not None for m in under)
+    key = (lambda m: m["final_val_acc"]) if final else (lambda m: m["brief_acc"])
     under = [m for m in under if key(m) is not None]
     return max(under, key=key) if under else None
 
@@ -118,7 +119,7 @@ def _stats(accs: dict[str, float]) -> tuple[float, float]:
 LATENCY_NOISE = OBJECTIVES["latency"].noise_floor
 
 
-def verdicts(models: dict[str, dict], picks: dict[str, dict], levels: list[float]) -> list[dict]:
+def verdicts(models: dict[str, dict], picks: dict[str, str], levels: list[float]) -> list[dict]:
     """Per level: the best baseline at or under it (re-timed latency, within LATENCY_NOISE), each search's pick,
     and whether the goal is met."""
     out = []
@@ -164,7 +165,8 @@ def plot(path: Path, models: dict[str, dict], levels: list[float] = ()) -> None:
         series.setdefault(label, []).append((m["latency_ms"], 100 * mean, 100 * std))
     if series:
         chart(path, series, title="Test accuracy vs latency after full training", xlabel="latency (ms)",
-              ylabel="test accuracy (%)", points=frozenset(f"{k} picks" for k in (*METHODS, BRIEF_BEST)), vlines=tuple(levels))
+              ylabel="test accuracy (%)", points=frozenset(f"{k} picks" for k in (*METHODS, BRIEF_BEST)),
+              vlines=tuple(levels))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -259,10 +261,9 @@ def main(argv: list[str] | None = None) -> dict:
             save()
         front = state["runs"][method]["front"]
         for i, level in enumerate(levels):
-            under = [m for m in front if m["latency_ms"] <= level]
             arms = {method: _pick(front, level)}
             if method == "cspnas":
-                arms[BRIEF_BEST] = max(under, key=lambda m: m["brief_acc"]) if under else None
+                arms[BRIEF_BEST] = _pick(front, level, final_first=False)
             for arm, pick in arms.items():
                 if pick is None:
                     continue

@@ -11,6 +11,7 @@ import sys
 from cspnas.commands.flags import add_setting
 from cspnas.cost.backends import LATENCY_BACKENDS
 from cspnas.cost.settings import DTYPES, LatencySettings
+from cspnas.cost.timing import STATISTICS
 from cspnas.errors import CspnasError, Interrupted
 
 EXIT_USAGE = 2
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(p, "--device", LatencySettings, help="latency device: cpu | cuda | cuda:N")
     add_setting(p, "--batch-size", LatencySettings, type=int, help="latency batch size")
     add_setting(p, "--threads", LatencySettings, type=int, help="CPU threads for the latency measurement")
+    add_setting(p, "--statistic", LatencySettings, help=f"what the timed calls are summarized by: {' | '.join(STATISTICS)}")
     add_setting(p, "--dtype", LatencySettings, choices=DTYPES, help="latency dtype")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--memory", action="store_true", help="also measure peak memory")

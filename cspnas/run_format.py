@@ -47,6 +47,7 @@ from cspnas.study_db import check_study_db
 
 CONFIG, STUDY, TRIALS, PARETO, WEIGHTS = "config.yaml", "study.db", "trials.csv", "pareto.csv", "weights"
 BRIEF_PARETO, FINALISTS = "brief_pareto.csv", "finalists"
+LATENCY_MODEL = "latency_model.json"  # a copy of --latency-model's file: a resume predicts with the same model
 STUDY_NAME = "cspnas"
 STATES = ("complete", "infeasible", "pruned", "failed", "running", "interrupted", "resampled", "prefiltered")
 # states a screened candidate ends in (prefiltered: feasible, but its zero-cost score ranked too low to train)
@@ -185,15 +186,17 @@ def open_study(storage, objectives: Sequence[str], sampler=None, *, create: bool
     return study
 
 
-def create_run_dir(run_dir: Path, config: dict[str, Any]) -> None:
-    """RUN appears whole or not at all: config.yaml and an empty study are made in a hidden
-    staging folder that is renamed into place, so a crash never leaves a half-made run."""
+def create_run_dir(run_dir: Path, config: dict[str, Any], files: dict[str, str] | None = None) -> None:
+    """RUN appears whole or not at all: config.yaml, an empty study and `files` (name -> text) are made
+    in a hidden staging folder that is renamed into place, so a crash never leaves a half-made run."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = run_dir.with_name(f".{run_dir.name}.creating-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         write_yaml_atomic(staging / CONFIG, config)
+        for name, text in (files or {}).items():
+            write_atomic(staging / name, text)
         storage = open_storage(staging / STUDY)
         open_study(storage, run_objectives(config), create=True)
         storage.engine.dispose()

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
             model = build_model(arch)
             rows[name] = {"summary": arch.summary(), "params": count_params(model),
                           "macs": macs_of(arch, data.input_size), "macs_224": macs_of(arch, 224),
-                          "latency_ms": measure_latency(model, latency).median_ms, "acc": {},
+                          "latency_ms": measure_latency(model, latency).ms, "acc": {},
                           "arch": arch.to_dict()}
     for seed in range(args.seeds):
         for name, arch in archs.items():

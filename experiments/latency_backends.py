@@ -45,7 +45,7 @@ def retime(jobs: list[dict], seconds: float, workdir: Path) -> list[float]:
     path.write_text(json.dumps(jobs))
     proc = subprocess.run([sys.executable, str(REPO / "experiments" / "retime_onnx.py"), str(path),
                            "--seconds", str(seconds)], capture_output=True, text=True, timeout=1800, check=True)
-    return [r["median_ms"] for r in json.loads(proc.stdout)]
+    return [r["ms"] for r in json.loads(proc.stdout)]
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
                 settings = replace(base, **kw)
                 t0 = time.perf_counter()
                 lat = measure_latency(model, settings, calibration)
-                row[name] = {"latency_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "runs": lat.runs,
+                row[name] = {"latency_ms": lat.ms, "iqr_ms": lat.iqr_ms, "runs": lat.runs,
                              "cost_s": time.perf_counter() - t0}
                 if settings.backend == "onnxruntime":  # the file export writes for these weights
                     path = Path(tmp) / f"{i}-{name}.onnx"

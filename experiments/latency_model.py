@@ -38,7 +38,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cspnas.cost import LATENCY_BACKENDS, LatencySettings  # noqa: E402
-from cspnas.latency_model.fitting import fit_from  # noqa: E402
+from cspnas.latency_model.fitting import fit_profile  # noqa: E402
 from cspnas.latency_model.model import accuracy, fit_model  # noqa: E402
 from cspnas.latency_model.profile import profile_device  # noqa: E402
 from cspnas.search.settings import Constraints  # noqa: E402
@@ -127,14 +127,17 @@ def run_backend(backend: str, args, folder: Path, space) -> dict:
                           corners=False, progress=show)
     profile_s = time.perf_counter() - t0
     print(file=sys.stderr)
-    model, _ = fit_from(fit_path)
+    # the first --n of the profile (a file continued to a larger --n holds more: the learning curve's runs)
+    profile.measurements = profile.measurements[:args.n]
+    model, _ = fit_profile(profile)
     if args.save_model:
         model.save(Path(args.save_model).with_suffix(f".{backend}.json"))
     result = accuracy(model.predict_many(held.archs()), held.latencies_ms())
-    sizes = [k for k in (20, 40, 60, 80, 100, 150, 200, 250, 300) if k <= args.n]
+    sizes = [k for k in (30, 40, 60, 80, 100, 150, 200, 250, 300, 400, 500) if k <= args.n]
     curve = learning_curve(profile, held, model.valid_for, sizes)
     reach = next((c["archs"] for c in curve if c["within_10pct"] >= 0.90), None)
     return {"held_out": result, "in_sample": model.fit["in_sample"],
+            "cross_validated": model.fit.get("cross_validated"), "corrected": model.correction is not None,
             "noise_ceiling_pass_agreement": {"fit": pass_agreement(profile), "held_out": pass_agreement(held)},
             "learning_curve": curve, "archs_for_90pct": reach,
             "screening": screening(model, space, args.screen, seed=0),
@@ -155,11 +158,11 @@ def main() -> None:
     ap.add_argument("--trained", type=int, default=200)
     ap.add_argument("--profiles", default=None, help="keep the profile files here (re-running continues them)")
     ap.add_argument("--save-model", default=None, help="also write the fitted model(s) to this path (.BACKEND.json)")
-    ap.add_argument("--smoke", action="store_true", help="tiny and quick: 24 + 8 archs at 8x8")
+    ap.add_argument("--smoke", action="store_true", help="tiny and quick: 32 + 8 archs at 8x8")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     if args.smoke:
-        args.n, args.held_out, args.repeats, args.input_size, args.min_run_time = 24, 8, 2, 8, 0.005
+        args.n, args.held_out, args.repeats, args.input_size, args.min_run_time = 32, 8, 2, 8, 0.005
         args.screen, args.trained = 200, 20
     space = load_space("default")
     load_before = os.getloadavg()

@@ -167,7 +167,7 @@ def measure_pass(models: dict, order: list[str], settings, gate) -> dict[str, di
     for h in order:
         with gate.exclusive() if gate is not None else contextlib.nullcontext():
             lat = measure_latency(models[h], settings)
-        out[h] = {"median_ms": lat.median_ms, "iqr_ms": lat.iqr_ms, "runs": lat.runs, "noisy": lat.noisy}
+        out[h] = {"median_ms": lat.ms, "iqr_ms": lat.iqr_ms, "runs": lat.runs, "noisy": lat.noisy}
     return out
 
 

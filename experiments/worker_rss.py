@@ -5,7 +5,8 @@ subprocess. Every 0.5 s the RSS of each Ray trial worker process (the search's c
 ``ray::ImplicitFunc`` / ``ray::train_candidate``) is sampled with psutil; at the end the trials'
 own ``worker_rss_mb`` user attrs (sampled by the trainable at every report) are read from
 study.db when the code under test records them. Reported per worker: RSS after its first trial
-sample, at the end, the maximum, and the growth per 100 trials it trained.
+sample, at the end, the maximum, and the growth per 100 trials it trained. A worker's RSS includes its
+children's: with ``--worker-trials N`` its trials train in a trainer process it replaces every N trials.
 
     flock /tmp/cspnas-bench.lock python experiments/worker_rss.py --label after
     # the same for a checkout of the code before the fix, e.g. a `git archive` of that commit:
@@ -48,12 +49,26 @@ def _workers(root: int) -> list:
     return out
 
 
+def _family_rss_mb(p) -> float:
+    """RSS of a Ray worker plus its children: with --worker-trials the trials train in a trainer process
+    the worker starts (cspnas/search/worker.py), and that process's memory is the worker's too."""
+    import psutil
+
+    total = p.memory_info().rss
+    for kid in p.children(recursive=True):
+        try:
+            total += kid.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
 def sample(root: int, stop: threading.Event, into: dict[int, list]) -> None:
     t0 = time.monotonic()
     while not stop.is_set():
         for p in _workers(root):
             try:
-                into.setdefault(p.pid, []).append((round(time.monotonic() - t0, 1), p.memory_info().rss / 2**20))
+                into.setdefault(p.pid, []).append((round(time.monotonic() - t0, 1), _family_rss_mb(p)))
             except Exception:
                 pass
         stop.wait(0.5)
@@ -94,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop the search (Ctrl-C: it records what finished) after this long; the summary covers "
                          "the trials done by then")
+    ap.add_argument("--worker-trials", type=int, default=None, help="pass --worker-trials N to the search (trials "
+                    "train in a trainer process each worker replaces every N trials; RSS then counts worker + trainer)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks" / "worker_rss.json")
     args = ap.parse_args(argv)
 
@@ -102,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "cspnas.cli", "search", "--budget", str(args.budget), "--epochs", "1",
            "--dataset", "digits", "--train-subset", "300", "--device", "cpu", "--concurrency", str(args.concurrency), "--sampler", "random",
            "--results-dir", str(results), "--name", "rss", "--no-dashboard", "--keep-weights", "none", "--seed", "0"]
+    if args.worker_trials is not None:
+        cmd += ["--worker-trials", str(args.worker_trials)]
     samples: dict[int, list] = {}
     stop = threading.Event()
     t0 = time.monotonic()

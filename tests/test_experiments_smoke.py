@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_fixture import make_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -290,7 +291,7 @@ def test_latency_model_smoke(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())["backends"]["torch"]
     assert r["held_out"]["n"] == 8 and 0 <= r["held_out"]["within_10pct"] <= 1
-    assert [c["archs"] for c in r["learning_curve"]] == [20] and r["in_sample"]["n"] == 24
+    assert [c["archs"] for c in r["learning_curve"]] == [30] and r["in_sample"]["n"] == 32
     assert r["screening"]["uniform_per_s"] > 0 and r["tight_search"]["screened"] >= r["tight_search"]["trained"] == 20
 
 
@@ -415,3 +416,41 @@ def test_accuracy_noise_smoke(tmp_path: Path):
     n_val, p = r["result"]["validation_images"], r["result"]["mean_accuracy"]
     assert r["result"]["binomial_std_at_mean"] == pytest.approx((p * (1 - p) / n_val) ** 0.5)
     assert r["result"]["per_run_std"] >= r["result"]["seed_std_pooled"] >= 0
+
+
+def test_latency_statistic_smoke(tmp_path: Path):
+    out = tmp_path / "s.json"
+    proc = run_script("latency_statistic.py", "--smoke", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    for backend in ("torch", "onnxruntime"):
+        rows = r["results"][backend]
+        assert set(rows) == {"min", "p10", "median"} and rows["median"]["over_median"] == pytest.approx(1.0)
+        assert rows["min"]["over_median"] <= rows["p10"]["over_median"] <= 1.0
+        for row in rows.values():
+            rr = row["recorded_vs_retimed"]
+            assert 0 <= rr["median"] <= rr["p90"] <= rr["max"] and rr["n"] == 2 * 3 * 3  # 2 process orders x 3 archs x 3 passes
+
+
+def test_confirmation_effect_reads_what_the_confirmation_changed(tmp_path: Path):
+    import pandas as pd
+
+    from cspnas.run_format import load_run
+
+    run = make_run(tmp_path, n=12, accuracy_noise=0.0)
+    front = load_run(run).front
+    trials = pd.read_csv(run / "trials.csv")
+    # the confirmation re-timed every front member: the fastest one turned out 3x slower, the rest agreed
+    members = trials["trial"].isin(front["trial"])
+    trials["latency_confirmed_ms"] = trials["latency_ms"].where(members)
+    trials["latency_confirmed_iqr_ms"] = trials["latency_iqr_ms"].where(members)
+    fastest = trials.loc[members, "latency_ms"].idxmin()
+    trials.loc[fastest, "latency_confirmed_ms"] *= 3
+    trials.to_csv(run / "trials.csv", index=False)
+    out = tmp_path / "ce.json"
+    proc = run_script("confirmation_effect.py", str(run), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["before"] == len(front) and row["confirmed_trials"] == len(front)
+    assert row["confirmed_change_max"] == pytest.approx(2.0)
+    assert row["after"] == row["kept"] + row["joined"] and row["before"] == row["kept"] + row["left"]

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cspnas.cli import main
 from cspnas.cost import LatencySettings
@@ -25,9 +26,9 @@ FAST = LatencySettings(input_size=8, min_run_time_s=0.005, warmup=1)  # tiny and
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
-    """A complete 24-architecture profile of the default space at 8x8 (real timings) and a model fitted on it."""
+    """A complete 32-architecture profile of the default space at 8x8 (real timings) and a model fitted on it."""
     folder = tmp_path_factory.mktemp("latency")
-    profile = profile_device(SPACE, FAST, 24, folder / "device.json", repeats=1)
+    profile = profile_device(SPACE, FAST, 32, folder / "device.json", repeats=1)
     model, _ = fit_from(folder / "device.json")
     model.save(folder / "model.json")
     return folder, profile
@@ -56,10 +57,26 @@ def test_features_come_from_the_config_and_match_the_built_network():
     assert len(plain) >= 8
     for arch in plain[::len(plain) // 8]:
         f = dict(zip(FEATURES, arch_features(arch, 32)))
-        conv_macs = (f["macs_1x1"] + f["macs_kxk"] + f["macs_grouped"]) / SCALE
+        conv_macs = sum(v for k, v in f.items() if k.startswith("macs_")) / SCALE
         linear = arch.stages[-1].out_chs * arch.num_classes
         assert conv_macs == pytest.approx(_conv_linear_macs(build_model(arch), 3, 32) - linear, rel=1e-9)
-        assert f["calls"] == sum(1 for m in build_model(arch).modules() if type(m).__name__ == "Conv2d")
+        model = build_model(arch).eval()
+        convs = [m for m in model.modules() if type(m).__name__ == "Conv2d"]
+        assert f["calls"] == len(convs)
+        by_band = [0, 0, 0, 0]  # each built convolution's MACs, by output-channel band (<= 32, 64, 128, more)
+
+        def count(m, inputs, out):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            by_band[sum(m.out_channels > e for e in (32, 64, 128))] += (
+                out.shape[1] * out.shape[2] * out.shape[3] * m.in_channels // m.groups * k)
+
+        hooks = [m.register_forward_hook(count) for m in convs]
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 32, 32))
+        for h in hooks:
+            h.remove()
+        assert by_band == [pytest.approx(sum(f[f"macs_{kind}_c{band}"] for kind in ("1x1", "kxk", "grouped")) / SCALE,
+                                         rel=1e-9) for band in range(4)]
 
 
 def test_the_fit_recovers_known_per_op_costs():
@@ -69,6 +86,33 @@ def test_the_fit_recovers_known_per_op_costs():
     coef = fit_coef(x, x @ true)
     assert accuracy(x @ coef, x @ true)["within_10pct"] == 1.0
     assert np.all(coef >= 0)
+
+
+def test_the_correction_learns_what_a_sum_of_costs_misses_and_survives_json(tmp_path):
+    from cspnas.latency_model.model import CORRECTION, LatencyModel, fit_model, load_model
+
+    archs = design(SPACE, 240)
+    x = design_matrix(archs, 32)
+    base = x @ (np.linspace(0.5, 2.0, len(FEATURES)) * (np.arange(len(FEATURES)) % 3 != 1))
+    # an interaction no per-op cost can express: networks with many calls run 12% slower per call
+    slow = x[:, FEATURES.index("calls")] > np.median(x[:, FEATURES.index("calls")])
+    y = base * np.where(slow, 1.12, 0.94)
+    valid = {"space": space_id(SPACE), "latency": {"input_size": 32}, "fingerprint": {}}
+    sum_only = LatencyModel(coef=list(fit_coef(x, y)), valid_for=valid)
+    model = fit_model(archs, y, valid, {})
+    assert model.correction is not None and len(model.correction["trees"]) == CORRECTION["trees"]
+    plain = accuracy(sum_only.predict_features(x), y)["within_10pct"]
+    corrected = model.fit["cross_validated"]["within_10pct"]  # on archs each fold was not fitted on
+    assert corrected > plain + 0.05 and corrected >= 0.95, (plain, corrected)
+    factor = model.predict_many(archs) / (x @ np.asarray(model.coef))
+    clip = CORRECTION["clip"]
+    assert np.all((factor >= 1 - clip - 1e-12) & (factor <= 1 + clip + 1e-12))  # bounded, as documented
+    model.save(tmp_path / "m.json")
+    loaded = load_model(tmp_path / "m.json")
+    assert np.array_equal(loaded.predict_many(archs), model.predict_many(archs))  # JSON holds the whole model
+    assert [loaded.predict_ms(a) for a in archs[:5]] == pytest.approx(list(model.predict_many(archs[:5])), rel=1e-12)
+    # below min_archs the model is the sum alone
+    assert fit_model(archs[:CORRECTION["min_archs"] - 1], y[:CORRECTION["min_archs"] - 1], valid, {}).correction is None
 
 
 def test_profile_continues_where_it_stopped_and_fit_refuses_an_unfinished_one(tmp_path, capsys):
@@ -169,3 +213,30 @@ def test_fit_adds_a_runs_measured_latencies_and_refuses_a_run_of_another_space(p
         extra = set(pd.read_csv(run / "trials.csv")["arch_hash"]) - {m["arch_hash"] for m in profile.measurements}
         assert model.fit["archs"] == len(profile.measurements) + len(extra) and extra
         assert model.fit["runs"] == [str(run)] and any("no device fingerprint" in w for w in warnings)
+
+
+def test_search_predicts_with_the_model_and_a_resume_keeps_its_copy(profiled, tmp_path):
+    import yaml
+
+    from cspnas.search.runner import run_search
+    from cspnas.search.settings import SearchSettings, search_training
+
+    folder, _ = profiled  # a torch-eager model of the default space at 8x8 (digits' size)
+    model_file = tmp_path / "model.json"
+    model_file.write_bytes((folder / "model.json").read_bytes())
+    settings = SearchSettings(name="lm", results_dir=str(tmp_path), budget=2, dataset="digits", train_subset=200,
+                              latency_backend="torch", latency_model=str(model_file), concurrency=1,
+                              train=replace(search_training(), epochs=1))
+    run_search(settings, live=False, dashboard=False)
+    run = tmp_path / "lm"
+    trials = pd.read_csv(run / "trials.csv")
+    done = trials[trials["state"] == "complete"]
+    assert len(done) == 2 and (done["latency_source"] == "predicted").all()
+    assert (done["latency_ms"] == done["latency_predicted_ms"]).all() and done["latency_measured_ms"].isna().all()
+    assert json.loads((run / "latency_model.json").read_text()) == json.loads(model_file.read_text())
+    assert yaml.safe_load((run / "config.yaml").read_text())["settings"]["latency_model"] == str(model_file)
+
+    model_file.write_text("not json any more")  # the user's file changes; the run keeps predicting with its copy
+    run_search(resume=run, budget=3, live=False, dashboard=False)
+    trials = pd.read_csv(run / "trials.csv")
+    assert (trials["state"] == "complete").sum() == 3 and (trials["latency_source"] == "predicted").all()

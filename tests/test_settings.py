@@ -105,6 +105,8 @@ def test_old_flat_config_still_loads():
     assert (s.train.seed, s.train.device, s.seed) == (7, "cpu", 7)
     assert s.budget == 12 and s.constraints.max_latency_ms == 10.0
     assert s.latency_backend == "torch" and s.evaluator == "brief-training"  # settings added since
+    assert s.latency_statistic == "median"  # what runs recorded before the setting existed
+    assert SearchSettings(name="x").latency_statistic == LatencySettings().statistic == "min"
     assert SearchSettings.from_dict(yaml.safe_load(yaml.safe_dump(s.to_dict()))) == s
     with pytest.raises(CspnasError, match="train_precision must be one of"):
         SearchSettings.from_dict({**old, "train_precision": "fp8"})
@@ -121,6 +123,16 @@ def test_unknown_backend_and_evaluator_are_one_clear_error():
         _search_args("--evaluator", "zero")
 
 
+def test_latency_statistic_is_checked_and_recorded():
+    with pytest.raises(CspnasError, match="--latency-statistic must be one of min, p10, median, got 'mean'"):
+        _search_args("--latency-statistic", "mean")
+    with pytest.raises(CspnasError, match="unknown latency statistic 'mean'"):
+        LatencySettings(statistic="mean")
+    model = torch.nn.Conv2d(3, 4, 3)
+    lat = measure_latency(model, LatencySettings(min_run_time_s=0.01, warmup=1, input_size=8, statistic="min"))
+    assert lat.backend["statistic"] == "min" and lat.to_dict()["statistic"] == "min"
+
+
 def test_latency_backend_registry_and_record():
     model = torch.nn.Conv2d(3, 4, 3)
     lat = measure_latency(model, LatencySettings(min_run_time_s=0.01, warmup=1, input_size=8))
@@ -134,12 +146,12 @@ def test_latency_backend_registry_and_record():
             return {"name": self.name, "version": "1"}
 
         def measure(self, model, settings, calibration=None):
-            return Timing(median_ms=1.5, iqr_ms=0.1, runs=4, noisy=False)
+            return Timing(ms=1.5, iqr_ms=0.1, runs=4, noisy=False)
 
     register_latency_backend(Fixed)
     try:
         lat = measure_latency(model, LatencySettings(backend="fixed-test"))
-        assert (lat.median_ms, lat.backend, lat.settings.backend) == (1.5, {"name": "fixed-test", "version": "1"},
+        assert (lat.ms, lat.backend, lat.settings.backend) == (1.5, {"name": "fixed-test", "version": "1"},
                                                                       "fixed-test")
     finally:
         del LATENCY_BACKENDS["fixed-test"]

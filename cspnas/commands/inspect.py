@@ -63,7 +63,8 @@ def inspect_arch(args) -> int:
                 f"{args.arch} at {size}x{size}, batch {batch}, {arch.num_classes:,} classes",
                 "use a smaller --input-size, --batch-size or --num-classes")
     settings = LatencySettings(in_chs=arch.in_chs, input_size=size,
-                               **given(args, "backend", "precision", "device", "batch_size", "threads", "dtype"))
+                               **given(args, "backend", "precision", "device", "batch_size", "threads", "dtype",
+                                        "statistic"))
     model = build_model(arch)
     macs = count_macs(model, in_chs=arch.in_chs, input_size=size)
     latency = memory = None
@@ -92,7 +93,7 @@ def inspect_arch(args) -> int:
         "head": {"params": count_params(model.head), "macs": macs.by_module.get("head", 0)},
     }
     if latency is not None:
-        out["latency_ms"] = {"median": latency.median_ms, "iqr": latency.iqr_ms, "runs": latency.runs,
+        out["latency_ms"] = {"value": latency.ms, "statistic": latency.settings.statistic, "iqr": latency.iqr_ms, "runs": latency.runs,
                              "noisy": latency.noisy, "settings": latency.settings.to_dict(), "backend": latency.backend}
     if memory is not None:
         out["peak_memory"] = {"bytes": memory.bytes, "method": memory.method}
@@ -121,7 +122,7 @@ def _print_tables(out: dict) -> None:
         lat = out["latency_ms"]
         st = lat["settings"]
         console.print(
-            f"latency: median {lat['median']:.3f} ms, IQR {lat['iqr']:.3f} ms over {lat['runs']} runs"
+            f"latency: {lat['value']:.3f} ms ({lat['statistic']}), IQR {lat['iqr']:.3f} ms over {lat['runs']} runs"
             f"{' [yellow](noisy)[/yellow]' if lat['noisy'] else ''}  "
             f"[dim]({st['device']}, batch {st['batch_size']}, {st['dtype']}, {st['threads']} thread(s))[/dim]"
         )

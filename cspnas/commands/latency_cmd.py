@@ -10,6 +10,7 @@ from cspnas.cost.settings import LatencySettings
 
 def register(sub) -> None:
     from cspnas.cost.backends import LATENCY_BACKENDS
+    from cspnas.cost.timing import STATISTICS
 
     p = sub.add_parser("latency", help="latency models: profile a device once, fit, check, search with it anywhere")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
@@ -23,6 +24,8 @@ def register(sub) -> None:
     add_setting(q, "--device", LatencySettings, help="cpu | cuda | cuda:N")
     add_setting(q, "--threads", LatencySettings, type=int, help="CPU threads while timing")
     add_setting(q, "--batch-size", LatencySettings, type=int, help="batch size while timing")
+    add_setting(q, "--statistic", LatencySettings, help="what each architecture's call times are summarized by: "
+                f"{' | '.join(STATISTICS)} (a search with the model must use the same --latency-statistic)")
     q.add_argument("--n", type=int, default=300, help="architectures to time (default 300)")
     q.add_argument("--repeats", type=int, default=2, help="passes over them; each keeps its fastest (default 2)")
     q.add_argument("--seed", type=int, default=0, help="seed of the design (another seed: a held-out set)")
@@ -56,7 +59,8 @@ def _profile(args) -> int:
 
     # --precision is a LatencySettings field only where a backend defines precisions; elsewhere
     # from_dict refuses it by name
-    chosen = {**given(args, "input_size", "backend", "device", "threads", "batch_size", "precision")}
+    chosen = {**given(args, "input_size", "backend", "device", "threads", "batch_size", "precision",
+                     "statistic")}
     settings = LatencySettings.from_dict(chosen)
     space = load_space(args.space)
     live = sys.stderr.isatty()
@@ -79,10 +83,11 @@ def _fit(args) -> int:
     model, warnings = fit_from(args.profile, args.runs)
     _warn(warnings)
     model.save(args.out)
-    s = model.fit["in_sample"]
-    print(f"fitted on {model.fit['archs']} architectures: in-sample {s['within_10pct']:.1%} within +-10%, "
-          f"Spearman {s['spearman']:.3f}; check it on a held-out profile with `cspnas latency check {args.out} "
-          "HELDOUT.json`")
+    s = model.fit.get("cross_validated") or model.fit["in_sample"]
+    how = "cross-validated (5 folds)" if "cross_validated" in model.fit else "in-sample"
+    kind = "sum of per-op costs" + (" + boosted correction" if model.correction else "")
+    print(f"fitted on {model.fit['archs']} architectures ({kind}): {how} {s['within_10pct']:.1%} within +-10%, "
+          f"Spearman {s['spearman']:.3f}; check it on a held-out profile with `cspnas latency check {args.out} HELDOUT.json`")
     print(f"model: {args.out}")
     return 0
 

@@ -21,6 +21,7 @@ _RUN_FLAGS = (("--sampler", str), ("--scheduler", str), ("--pareto-margin", floa
               ("--evaluator", str), ("--prefilter", str), ("--prefilter-warmup", int), ("--latency-backend", str),
               ("--latency-precision", str),
               ("--latency-device", str), ("--latency-batch-size", int), ("--latency-threads", int),
+              ("--latency-statistic", str),
               ("--latency-dtype", str), ("--latency-input-size", int), ("--latency-model", str),
               ("--keep-weights", str), ("--finalists", int), ("--final-epochs", int), ("--seed", int),
               ("--accuracy-noise", float),

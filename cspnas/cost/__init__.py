@@ -23,17 +23,18 @@ Conventions
   Darknet/YOLO "BFLOPs" are ``2 * MACs / 1e9``; ``torch.utils.flop_counter`` also counts
   2 per multiply-add but only for matmul/conv ops.
 * **Latency** (:func:`measure_latency`): timed by the backend ``LatencySettings.backend``
-  names (:mod:`cspnas.cost.backends`; each latency records its backend's description). The
-  default, ``torch``: a deep copy of the model is cast to
+  names (:mod:`cspnas.cost.backends`; each latency records its backend's description).
+  ``torch``: a deep copy of the model is cast to
   ``LatencySettings.dtype`` (weights and input; no autocast: this is the deployed setting),
-  optionally made channels_last, moved to the device and run in eval + inference mode.
-  ``torch.utils.benchmark.Timer`` times it with ``threads`` intra-op threads after explicit
-  warm-up, in blocks of calls until ``min_run_time_s`` is spent and at least 4 blocks are
-  taken; the median and IQR are over the per-call means of the blocks. ``onnxruntime``
+  optionally made channels_last, moved to the device and run in eval + inference mode with
+  ``threads`` intra-op threads (CUDA: synchronized after each call).
+  Every backend times single calls after warm-up until ``min_run_time_s`` is spent (at least
+  10 calls) and records ``LatencySettings.statistic`` of them (default the fastest call; see
+  :mod:`cspnas.cost.timing` for why) with their IQR. ``onnxruntime``
   (:mod:`cspnas.cost.onnx_runtime`): the model exported exactly as ``cspnas export`` writes it
   (opset 17; ``LatencySettings.precision`` int8: static QDQ quantization calibrated on
   ``calibration_images`` training images) in an ONNX Runtime CPU session with ``threads``
-  intra-op threads; median and IQR over single calls after warm-up.
+  intra-op threads.
 * **Peak memory** (:func:`measure_peak_memory`): measured by the CUDA allocator on GPU;
   an op-level estimate on CPU (see :mod:`cspnas.cost.memory`); the method is reported.
 """

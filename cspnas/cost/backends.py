@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Timing:
-    """What a backend measured: median and IQR of the per-call time, timed calls, the noise flag."""
+    """What a backend measured: the latency statistic (cspnas.cost.timing) and the IQR of the per-call
+    times, timed calls, the noise flag (IQR above 10% of the median)."""
 
-    median_ms: float
+    ms: float
     iqr_ms: float
     runs: int
     noisy: bool
@@ -44,7 +45,8 @@ class LatencyBackend(ABC):
 
     @abstractmethod
     def measure(self, model: nn.Module, settings: LatencySettings, calibration: np.ndarray | None = None) -> Timing:
-        """Median forward latency of `model` as deployed under `settings`; `calibration` (normalised
+        """Forward latency of `model` as deployed under `settings` (single calls timed by
+        cspnas.cost.timing.time_calls, summarized by `summarize` with `settings.statistic`); `calibration` (normalised
         images, N x C x H x W) is for backends that quantize (int8), ignored by the others."""
 
 

@@ -1,19 +1,18 @@
-"""Wall-clock latency of one forward pass, measured with torch.utils.benchmark."""
+"""Wall-clock latency of one forward pass: the Latency record and the torch eager backend."""
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 
 from cspnas.cost._runtime import deployed_copy, first_line, synchronize, torch_threads
 from cspnas.cost.backends import LatencyBackend, Timing, latency_backend, register_latency_backend
 from cspnas.cost.settings import LatencySettings
+from cspnas.cost.timing import summarize, time_calls
 from cspnas.errors import CspnasError
 
 
@@ -21,13 +20,13 @@ from cspnas.errors import CspnasError
 class Latency:
     """Forward-pass latency under ``settings``, as measured by the backend ``backend`` describes.
 
-    torch eager (the "torch" backend) times blocks of ``number_per_run`` calls; ``median_ms``
-    and ``iqr_ms`` are over the per-call mean of each block. ``runs`` is the total number of
-    timed forward passes (number_per_run x number of blocks, at least 4 blocks), warm-up
-    excluded. ``noisy`` is benchmark's own flag: IQR above 10% of the median.
+    Every backend times single calls after warm-up (cspnas.cost.timing): ``ms`` is
+    ``settings.statistic`` of the per-call times (default the fastest call), ``iqr_ms``
+    their interquartile range, ``runs`` the number of timed calls. ``noisy``: IQR above 10% of
+    the median (torch.utils.benchmark's rule).
     """
 
-    median_ms: float
+    ms: float
     iqr_ms: float
     runs: int
     noisy: bool
@@ -36,7 +35,7 @@ class Latency:
 
     def to_dict(self) -> dict:
         return {
-            "median_ms": self.median_ms,
+            "ms": self.ms,
             "iqr_ms": self.iqr_ms,
             "runs": self.runs,
             "noisy": self.noisy,
@@ -63,36 +62,26 @@ class TorchEagerBackend(LatencyBackend):
     name = "torch"
 
     def describe(self, settings: LatencySettings) -> dict:
-        return {"name": self.name, "torch": torch.__version__, "timer": "torch.utils.benchmark adaptive_autorange",
+        return {"name": self.name, "torch": torch.__version__, "timer": "perf_counter per call",
+                "statistic": settings.statistic,
                 "options": {"warmup": settings.warmup, "min_run_time_s": settings.min_run_time_s,
                             "channels_last": settings.channels_last}}
 
     def measure(self, model: nn.Module, settings: LatencySettings, calibration=None) -> Timing:
         clone, x = deployed_copy(model, settings)
-        # Timer fixes the thread count itself and synchronizes CUDA around each block;
-        # inference_mode is thread-local and Timer runs in this thread, so it applies.
-        timer = Timer(stmt="model(x)", globals={"model": clone, "x": x}, num_threads=settings.threads)
-        with torch.inference_mode():
-            with torch_threads(settings.threads):
-                # Explicit warm-up: first calls pay for allocator growth, oneDNN/cuDNN algorithm
-                # selection and lazy init, which are not part of steady-state latency.
-                for _ in range(max(settings.warmup, 1)):
-                    run_forward(clone, x)
-                synchronize(x.device)
-            # This is blocked_autorange (blocks of calls until min_run_time is spent) that also
-            # insists on >= 4 blocks: blocked_autorange alone stops after ONE block when a single
-            # call exceeds the budget (big model, or a stall on a busy machine), and reports that
-            # one sample with IQR 0. An infinite threshold disables the adaptive IQR-driven extension.
-            measurement = timer.adaptive_autorange(
-                threshold=math.inf, min_run_time=settings.min_run_time_s, max_run_time=None
-            )
-        return Timing(median_ms=measurement.median * 1e3, iqr_ms=measurement.iqr * 1e3,
-                      runs=measurement.number_per_run * len(measurement.raw_times), noisy=measurement.has_warnings)
+        sync = (lambda: synchronize(x.device)) if x.device.type == "cuda" else None
+        # inference_mode is thread-local and the calls run in this thread, so it applies. The
+        # warm-up (first calls pay for allocator growth, oneDNN/cuDNN algorithm selection and lazy
+        # init) goes through run_forward, so a bad input fails as one line before any timing.
+        with torch.inference_mode(), torch_threads(settings.threads):
+            run_forward(clone, x)
+            times = time_calls(lambda: clone(x), settings.warmup, settings.min_run_time_s, sync)
+        return summarize(times, settings.statistic)
 
 
 def measure_latency(model: nn.Module, settings: LatencySettings = LatencySettings(),
                     calibration: np.ndarray | None = None) -> Latency:
-    """Median forward latency of a deployed copy of ``model`` (the caller's model is untouched),
+    """Forward latency (``settings.statistic`` of single calls) of a deployed copy of ``model`` (the caller's model is untouched),
     timed by the backend ``settings.backend`` names. ``calibration``: normalised training images
     an int8 model is calibrated on (default: seeded random images; the record says which)."""
     backend = latency_backend(settings.backend)
@@ -100,5 +89,5 @@ def measure_latency(model: nn.Module, settings: LatencySettings = LatencySetting
     info = backend.describe(settings)
     if settings.precision == "int8":
         info["calibration_source"] = "random normal" if calibration is None else "training images"
-    return Latency(median_ms=timing.median_ms, iqr_ms=timing.iqr_ms, runs=timing.runs, noisy=timing.noisy,
+    return Latency(ms=timing.ms, iqr_ms=timing.iqr_ms, runs=timing.runs, noisy=timing.noisy,
                    settings=settings, backend=info)

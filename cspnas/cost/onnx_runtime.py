@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ from torch import nn
 from cspnas.cost._runtime import first_line
 from cspnas.cost.backends import LatencyBackend, Timing, register_latency_backend
 from cspnas.cost.settings import LatencySettings
+from cspnas.cost.timing import summarize, time_calls
 from cspnas.errors import CspnasError
 
 if TYPE_CHECKING:
@@ -133,21 +132,11 @@ def deploy_bytes(model: nn.Module, settings: LatencySettings, calibration: np.nd
     return quantize_int8(fp32, random_calibration(settings) if calibration is None else calibration)
 
 
-def time_session(sess: ort.InferenceSession, x: np.ndarray, warmup: int, min_run_time_s: float) -> Timing:
-    """Per-call wall time of `sess.run` on `x`: `warmup` untimed calls, then calls until
-    `min_run_time_s` is spent (at least 10); median and IQR over the calls."""
+def time_session(sess: ort.InferenceSession, x: np.ndarray, settings: LatencySettings) -> Timing:
+    """`sess.run` on `x` timed call by call (cspnas.cost.timing), summarized by `settings.statistic`."""
     feed = {sess.get_inputs()[0].name: x}
-    for _ in range(max(warmup, 1)):
-        sess.run(None, feed)
-    times: list[float] = []
-    deadline = time.perf_counter() + min_run_time_s
-    while len(times) < 10 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    q1, median, q3 = statistics.quantiles(times, n=4)
-    return Timing(median_ms=median * 1e3, iqr_ms=(q3 - q1) * 1e3, runs=len(times),
-                  noisy=(q3 - q1) > 0.1 * median)  # torch.utils.benchmark's own noise rule
+    times = time_calls(lambda: sess.run(None, feed), settings.warmup, settings.min_run_time_s)
+    return summarize(times, settings.statistic)
 
 
 @register_latency_backend
@@ -161,6 +150,7 @@ class OnnxRuntimeBackend(LatencyBackend):
 
         info = {"name": self.name, "onnxruntime": ort.__version__, "torch": torch.__version__,
                 "opset": ONNX_OPSET, "precision": settings.precision, "timer": "perf_counter per call",
+                "statistic": settings.statistic,
                 "session": session_options(settings.threads),
                 "options": {"warmup": settings.warmup, "min_run_time_s": settings.min_run_time_s}}
         if settings.precision == "int8":
@@ -177,4 +167,4 @@ class OnnxRuntimeBackend(LatencyBackend):
             raise CspnasError(f"the model could not be exported to ONNX for timing: {first_line(e)}") from e
         # same input as the torch backend: fixed seed, values do not change the timing
         x = torch.randn(settings.input_shape, generator=torch.Generator().manual_seed(0)).numpy()
-        return time_session(session(data, settings.threads), x, settings.warmup, settings.min_run_time_s)
+        return time_session(session(data, settings.threads), x, settings)

@@ -45,7 +45,7 @@ class CostReport:
 
 def _empty_latency_dict() -> dict:
     # Same keys whether or not latency was measured, so table columns line up.
-    keys = ["median_ms", "iqr_ms", "runs", "noisy", *LatencySettings().to_dict(), "backend_info"]
+    keys = ["ms", "iqr_ms", "runs", "noisy", *LatencySettings().to_dict(), "backend_info"]
     return dict.fromkeys(keys)
 
 

@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
+from cspnas.cost.timing import DEFAULT_STATISTIC, STATISTICS
 from cspnas.errors import CspnasError
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class LatencySettings:
     precision: str = "fp32"  # "fp32" | "int8" (QDQ static quantization; onnxruntime backend only)
     calibration_images: int = 32  # int8: images the quantizer calibrates on (a search: training images)
     calibration_seed: int = 0  # int8: which images (a search: its --seed)
+    statistic: str = DEFAULT_STATISTIC  # what the per-call times are summarized by (cspnas.cost.timing)
 
     def __post_init__(self) -> None:
         # Static checks only; whether a GPU is visible is checked when measuring,
@@ -83,6 +85,8 @@ class LatencySettings:
             raise CspnasError("float16 latency is only supported on cuda; use --dtype bfloat16 or float32 on cpu")
         if not isinstance(self.channels_last, bool):
             raise CspnasError(f"latency setting channels_last must be true or false, got {self.channels_last!r}")
+        if self.statistic not in STATISTICS:
+            raise CspnasError(f"unknown latency statistic {self.statistic!r}; use one of {', '.join(STATISTICS)}")
         if self.precision not in PRECISIONS:
             raise CspnasError(f"unknown latency precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.precision == "int8" and self.backend != "onnxruntime":

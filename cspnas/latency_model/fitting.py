@@ -56,7 +56,12 @@ def run_measurements(run_dir: str | Path, profile: Profile) -> tuple[list[ArchCo
 
 def fit_from(profile_path: str | Path, runs: Sequence[str | Path] = ()) -> tuple[LatencyModel, list[str]]:
     """Fit a model on a complete profile and the measured latencies of `runs`; returns it and warnings."""
-    profile = _complete(read_profile(profile_path))
+    return fit_profile(_complete(read_profile(profile_path)), runs)
+
+
+def fit_profile(profile: Profile, runs: Sequence[str | Path] = ()) -> tuple[LatencyModel, list[str]]:
+    """`fit_from` for a profile already read (e.g. the first n of its measurements)."""
+    profile_path = profile.path
     archs, latencies = profile.archs(), list(profile.latencies_ms())
     seen = {a.arch_hash() for a in archs}
     warnings: list[str] = []

@@ -5,7 +5,7 @@ expensive, then balanced draws: every knob (per stage: type, block, split ratio,
 cycles through shuffled rounds of its values, so each value appears about equally often, which
 random draws only promise on average. The design depends only on the space and the seed, and a
 longer one starts with a shorter one, so a re-run (or a larger --n) continues where it stopped.
-Each architecture is timed in `repeats` passes over the whole design and keeps its fastest median:
+Each architecture is timed in `repeats` passes over the whole design and keeps its fastest pass:
 on a shared machine background load only ever slows a run down. The file is rewritten atomically
 after every measurement.
 """
@@ -31,7 +31,8 @@ from cspnas.space import ArchConfig
 from cspnas.space.arch import arch_from_dict
 from cspnas.space.searchspace import SearchSpace
 
-PROFILE_FORMAT, PROFILE_VERSION = "cspnas latency profile", 1
+# 2: latencies are LatencySettings.statistic of single calls (p10 by default; version 1 held medians)
+PROFILE_FORMAT, PROFILE_VERSION = "cspnas latency profile", 2
 NUM_CLASSES = 10  # profiles time the default head; the head's size is a feature, so other class counts predict too
 # Latency settings that say how long to time, not what is timed: a model is valid whatever they were.
 TIMING_ONLY = ("min_run_time_s", "warmup")
@@ -197,7 +198,7 @@ def read_profile(path: str | Path) -> Profile:
 def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: str | Path, *, seed: int = 0,
                    repeats: int = 2, corners: bool = True, progress: Callable[[str], None] | None = None) -> Profile:
     """Time the first `n` architectures of the space's design under `settings` into `out`, `repeats`
-    passes over all of them, keeping each one's fastest median; continues the measurements already
+    passes over all of them, keeping each one's fastest pass; continues the measurements already
     there (same space, settings, seed and device; else refused)."""
     import torch
 
@@ -244,7 +245,7 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
                 entry = by_hash[arch.arch_hash()] = {"arch": arch.to_dict(), "arch_hash": arch.arch_hash(),
                                                      "summary": arch.summary(), "passes_ms": [], "iqr_ms": []}
                 done.append(entry)
-            entry["passes_ms"].append(lat.median_ms)
+            entry["passes_ms"].append(lat.ms)
             entry["iqr_ms"].append(lat.iqr_ms)
             entry["latency_ms"] = min(entry["passes_ms"])  # background load only ever slows a run down
             profile.save()
@@ -252,7 +253,7 @@ def profile_device(space: SearchSpace, settings: LatencySettings, n: int, out: s
             if progress is not None:
                 each = (time.monotonic() - start) / timed
                 progress(f"profile: pass {round_ + 1}/{repeats}, {len(done)}/{n} architectures "
-                         f"({arch.summary()} {lat.median_ms:.3f} ms); {each:.2f} s each, "
+                         f"({arch.summary()} {lat.ms:.3f} ms); {each:.2f} s each, "
                          f"about {each * (todo - timed):.0f} s left")
     return profile
 

@@ -102,7 +102,7 @@ def check_same_measurer(recorded: dict[str, Any] | None, now: dict[str, Any], ru
 
 def latency_record(lat, fp_id: str) -> dict[str, Any]:
     """A Latency (cspnas.cost.latency) as the trial attributes the search records."""
-    return {"latency_ms": lat.median_ms, "latency_iqr_ms": lat.iqr_ms, "latency_runs": lat.runs,
+    return {"latency_ms": lat.ms, "latency_iqr_ms": lat.iqr_ms, "latency_runs": lat.runs,
             "latency_noisy": lat.noisy, "latency_backend": lat.backend, "measured_on": fp_id}
 
 
@@ -154,7 +154,7 @@ class Measurer:
     def confirm(self, arch_jsons: list[str], settings: dict[str, Any], rounds: int) -> list[dict[str, Any]]:
         """Re-time several architectures in `rounds` interleaved passes (each pass in another order:
         rotated, every other one reversed), so slow drift of the machine hits all of them alike.
-        Per architecture: the median of the passes' medians, and as its spread the larger of the
+        Per architecture: the median of the passes' latencies, and as its spread the larger of the
         passes' spread (IQR of their medians) and a pass's own IQR (the median of those)."""
         from cspnas.cost import measure_latency
 
@@ -168,7 +168,7 @@ class Measurer:
             order = [(i + r) % n for i in range(n)]
             for i in reversed(order) if r % 2 else order:
                 lat = measure_latency(models[i], lat_settings, self.calibration)
-                medians[i].append(lat.median_ms)
+                medians[i].append(lat.ms)
                 iqrs[i].append(lat.iqr_ms)
                 runs[i] += lat.runs
         return [{"latency_confirmed_ms": statistics.median(m),

@@ -6,6 +6,7 @@ references), study.db (Optuna, the single source of truth), trials.csv / pareto.
 """
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -81,6 +82,7 @@ def latency_settings(settings: SearchSettings, in_chs: int, input_size: int) -> 
                            batch_size=settings.latency_batch_size, in_chs=in_chs, input_size=input_size,
                            threads=settings.latency_threads, dtype=settings.latency_dtype,
                            min_run_time_s=settings.latency_min_run_time_s, precision=settings.latency_precision,
+                           statistic=settings.latency_statistic,
                            calibration_seed=settings.seed)
 
 
@@ -226,7 +228,7 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
     meter = CostMeter(latency, MeasureGate(locks), input_size, calibration=calibration,
                       score_batch=image_batch(data, SCORE_IMAGES, settings.seed),
                       pause_trainers=not settings.latency_node and (not cores or same_gpu),
-                      predictor=_latency_model(settings, space, latency),
+                      predictor=_latency_model(settings, space, latency, run_dir if resume is not None else None),
                       confirm_near_ms=settings.constraints.max_latency_ms if settings.confirm_latency else None)
 
     def measurer():
@@ -254,7 +256,8 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
         config["measured_on"] = measured_on
         config["zero_cost"] = {"images": len(meter.score_batch[0]), "seed": settings.seed,
                                "init_seed": 0, "scores": sorted(SCORES)}
-        run_format.create_run_dir(run_dir, config)
+        copies = {run_format.LATENCY_MODEL: json.dumps(meter.predictor.to_dict(), indent=1)} if meter.predictor else {}
+        run_format.create_run_dir(run_dir, config, copies)
     # one search per run (a second one is refused here, naming this one); Ctrl-C/SIGTERM stop it cleanly
     with RunLock(run_dir) as lock, StopRequest() as stop:
         # -- resume (issue 17): a dead previous holder's Ray processes, the history of resumes
@@ -314,15 +317,17 @@ def run_search(settings: SearchSettings | None = None, *, resume: str | Path | N
                          wall_seconds=time.monotonic() - t0)
 
 
-def _latency_model(settings: SearchSettings, space: SearchSpace, latency: LatencySettings):
+def _latency_model(settings: SearchSettings, space: SearchSpace, latency: LatencySettings, run_dir: Path | None):
     """--latency-model: the model, refused in one line if it was fitted for another space or latency
-    setting, or (with --confirm-latency, which measures here) for another device."""
+    setting, or (with --confirm-latency, which measures here) for another device. A resumed run
+    (`run_dir`) predicts with the copy it made when it started, whatever became of the file since."""
     if settings.latency_model is None:
         return None
     from cspnas.latency_model.model import load_model
     from cspnas.latency_model.profile import compare_fingerprints, fingerprint, space_id
 
-    model = load_model(settings.latency_model)
+    copy = run_dir / run_format.LATENCY_MODEL if run_dir is not None else None
+    model = load_model(copy if copy is not None and copy.is_file() else settings.latency_model)
     try:
         warnings = model.applies_to(space_id(space), latency.to_dict())
         if settings.confirm_latency:

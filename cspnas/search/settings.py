@@ -7,6 +7,7 @@ from typing import Any
 
 from cspnas.cost.backends import check_latency_backend
 from cspnas.cost.settings import PRECISIONS, LatencySettings
+from cspnas.cost.timing import STATISTICS
 from cspnas.cost.zero_cost import SCORES, parse_prefilter
 from cspnas.errors import CspnasError
 from cspnas.objectives import ACCURACY_NOISE_POINTS, DEFAULT_OBJECTIVES, OBJECTIVES, check_limits, parse_objectives
@@ -114,6 +115,9 @@ class SearchSettings:
     latency_device: str = _setting(LatencySettings.device, "device latency is measured on")
     latency_batch_size: int = _setting(LatencySettings.batch_size, "batch size of the latency measurement")
     latency_threads: int = _setting(LatencySettings.threads, "CPU threads of the latency measurement")
+    latency_statistic: str = _setting(LatencySettings.statistic, "what a candidate's per-call times are summarized "
+                                      "by: " + " | ".join(STATISTICS) + " (min: the model's own cost, without other "
+                                      "tenants' bursts, see README \"Latency where the model ships\")")
     latency_dtype: str = _setting(LatencySettings.dtype, "float32 | bfloat16 | float16 (cuda)")
     latency_input_size: int | None = _setting(None, "input side of the latency measurement "
                                                     "(default: the training image size)")
@@ -164,6 +168,8 @@ class SearchSettings:
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
             (self.accuracy_noise is not None and 0 <= self.accuracy_noise < 100,
              f"--accuracy-noise must be points in [0, 100), e.g. 2 (0: exact), got {self.accuracy_noise}"),
+            (self.latency_statistic in STATISTICS, f"--latency-statistic must be one of {', '.join(STATISTICS)}, "
+                                                   f"got {self.latency_statistic!r}"),
             (self.latency_threads >= 1, f"--latency-threads must be >= 1, got {self.latency_threads}"),
             (self.latency_batch_size >= 1, f"--latency-batch-size must be >= 1, got {self.latency_batch_size}"),
             (self.image_size is None or self.image_size >= 1, f"--image-size must be >= 1, got {self.image_size}"),
@@ -223,6 +229,7 @@ class SearchSettings:
         if unknown:
             raise CspnasError(f"config.yaml: unknown setting(s) {unknown}; was it written by another cspnas version?")
         d.setdefault("latency_backend", "torch")  # runs from before the setting were timed in eager mode
+        d.setdefault("latency_statistic", "median")  # runs from before the setting recorded medians
         d.setdefault("accuracy_noise", 0.0)  # runs from before the setting: exact accuracy, as they were made
         d["constraints"] = Constraints(**(d.get("constraints") or {}))
         d["train"] = TrainConfig.from_dict({**asdict(search_training()), **train})

@@ -92,7 +92,10 @@ def summarize(samples: dict[int, list], attrs: list[dict]) -> dict:
             continue
         trained = sum(1 for a in attrs if a["pid"] == pid)
         row = {"samples": len(rss), "first_mb": round(rss[min(2, len(rss) - 1)], 1), "last_mb": round(rss[-1], 1),
-               "max_mb": round(max(rss), 1), "seconds": series[-1][0] - series[0][0]}
+               "max_mb": round(max(rss), 1), "seconds": series[-1][0] - series[0][0],
+               # the largest RSS in each quarter of the run: flat when memory is bounded, rising when it creeps
+               "max_mb_by_quarter": [round(max(rss[len(rss) * q // 4:max(len(rss) * (q + 1) // 4, 1)]), 1)
+                                     for q in range(4)]}
         by_trial = [a["rss_mb"] for a in sorted(attrs, key=lambda a: a["trial"]) if a["pid"] == pid]
         if by_trial:
             row.update(trials=trained, first_trial_mb=round(by_trial[0], 1), last_trial_mb=round(by_trial[-1], 1),

@@ -163,6 +163,9 @@ def fit_correction(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
     out = {"learning_rate": c["learning_rate"], "clip": c["clip"], "init": 0.0, "trees": trees}
     # the boosting's starting value (huber: a quantile of the targets), read off its own prediction
     out["init"] = float(boost.predict(inputs[:1])[0] - _tree_sum(out, inputs[:1])[0])
+    if not np.allclose(out["init"] + _tree_sum(out, inputs), boost.predict(inputs), rtol=0, atol=1e-9):
+        raise CspnasError("the latency model's stored trees do not reproduce scikit-learn's prediction (has its "
+                          "tree layout changed?); report this with your scikit-learn version")
     return out
 
 
@@ -170,6 +173,7 @@ def _tree_sum(correction: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
     """learning_rate x the sum of the trees' outputs for each row of `inputs` (sklearn's traversal:
     go left when the value is <= the threshold; leaves have left == -1). A single row (a search's
     candidate) walks the lists in plain Python: numpy's per-call overhead would cost 100x more there."""
+    inputs = inputs.astype(np.float32).astype(np.float64)  # sklearn's trees compare float32 values
     if len(inputs) == 1:
         row, total = inputs[0].tolist(), 0.0
         for t in correction["trees"]:

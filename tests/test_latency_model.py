@@ -11,6 +11,7 @@ import torch
 
 from cspnas.cli import main
 from cspnas.cost import LatencySettings
+from cspnas.errors import CspnasError
 from cspnas.latency_model.features import FEATURES, SCALE, arch_features
 from cspnas.latency_model.fitting import fit_from
 from cspnas.latency_model.model import accuracy, design_matrix, fit_coef, load_model
@@ -240,3 +241,24 @@ def test_search_predicts_with_the_model_and_a_resume_keeps_its_copy(profiled, tm
     run_search(resume=run, budget=3, live=False, dashboard=False)
     trials = pd.read_csv(run / "trials.csv")
     assert (trials["state"] == "complete").sum() == 3 and (trials["latency_source"] == "predicted").all()
+
+
+def test_a_tampered_correction_is_one_line_not_a_hang(tmp_path, capsys):
+    from cspnas.latency_model.model import fit_model
+
+    archs = design(SPACE, 120)
+    x = design_matrix(archs, 8)
+    calls = x[:, FEATURES.index("calls")]
+    y = x @ np.linspace(0.5, 2.0, len(FEATURES)) * np.where(calls > np.median(calls), 1.1, 0.95)  # trees split
+    valid = {"space": space_id(SPACE), "latency": {"input_size": 8}, "fingerprint": {}}
+    good = fit_model(archs, y, valid, {}).to_dict()
+    assert good["correction"]["trees"][3]["left"][0] != -1
+    for label, edit in (("loop", lambda t: t["left"].__setitem__(0, 0)),  # a walk that would never end
+                        ("feature", lambda t: t["feature"].__setitem__(0, 999)),
+                        ("short", lambda t: t["value"].pop())):
+        data = json.loads(json.dumps(good))
+        edit(data["correction"]["trees"][3])
+        path = tmp_path / f"{label}.json"
+        path.write_text(json.dumps(data))
+        with pytest.raises(CspnasError, match="correction has a malformed tree; fit it again"):
+            load_model(path)

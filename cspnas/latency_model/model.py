@@ -228,6 +228,22 @@ def fit_model(archs: Sequence[ArchConfig], latencies_ms: Sequence[float], valid_
     return model
 
 
+def _sound_tree(tree: dict[str, list], inputs: int) -> bool:
+    """A tree the traversal can walk: equal-length arrays, every inner node's children after it (so a walk
+    ends) and inside the tree, every split on an existing input."""
+    left, right, feature, threshold, value = (tree[k] for k in ("left", "right", "feature", "threshold", "value"))
+    n = len(left)
+    if not (n >= 1 and len(right) == len(feature) == len(threshold) == len(value) == n):
+        return False
+    for i in range(n):
+        if left[i] == -1:
+            continue
+        if not (isinstance(left[i], int) and isinstance(right[i], int) and isinstance(feature[i], int)
+                and i < left[i] < n and i < right[i] < n and 0 <= feature[i] < inputs):
+            return False
+    return all(isinstance(v, (int, float)) for v in threshold + value)
+
+
 def load_model(path: str | Path) -> LatencyModel:
     """A model file, or one line saying what is wrong with it (exit 2 at the CLI)."""
     data = read_versioned(path, "latency model", MODEL_FORMAT, MODEL_VERSION,
@@ -248,5 +264,7 @@ def load_model(path: str | Path) -> LatencyModel:
                                                                              "value")) for t in trees)
             and all(isinstance(correction.get(k), (int, float)) for k in ("learning_rate", "clip", "init"))):
         raise CspnasError(f"{path}: latency model correction is malformed; fit it again")
+    if correction is not None and not all(_sound_tree(t, len(FEATURES) + 1) for t in trees):
+        raise CspnasError(f"{path}: latency model correction has a malformed tree; fit it again")
     return LatencyModel(coef=[float(c) for c in coef], valid_for=valid, fit=data.get("fit") or {},
                         archs=list(data.get("archs") or []), correction=correction)

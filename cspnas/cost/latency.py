@@ -57,7 +57,8 @@ def run_forward(model: nn.Module, x: torch.Tensor) -> None:
 
 @register_latency_backend
 class TorchEagerBackend(LatencyBackend):
-    """PyTorch eager mode, timed with torch.utils.benchmark (the default backend)."""
+    """PyTorch eager mode, timed call by call (cspnas.cost.timing); LatencySettings' default backend (a search on
+    cpu float32 latency uses onnxruntime)."""
 
     name = "torch"
 

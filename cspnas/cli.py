@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(p, "--device", LatencySettings, help="latency device: cpu | cuda | cuda:N")
     add_setting(p, "--batch-size", LatencySettings, type=int, help="latency batch size")
     add_setting(p, "--threads", LatencySettings, type=int, help="CPU threads for the latency measurement")
-    add_setting(p, "--statistic", LatencySettings, help=f"what the timed calls are summarized by: {' | '.join(STATISTICS)}")
+    add_setting(p, "--statistic", LatencySettings,
+                help=f"what the timed calls are summarized by: {' | '.join(STATISTICS)}")
     add_setting(p, "--dtype", LatencySettings, choices=DTYPES, help="latency dtype")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--memory", action="store_true", help="also measure peak memory")

@@ -93,8 +93,8 @@ def inspect_arch(args) -> int:
         "head": {"params": count_params(model.head), "macs": macs.by_module.get("head", 0)},
     }
     if latency is not None:
-        out["latency_ms"] = {"value": latency.ms, "statistic": latency.settings.statistic, "iqr": latency.iqr_ms, "runs": latency.runs,
-                             "noisy": latency.noisy, "settings": latency.settings.to_dict(), "backend": latency.backend}
+        out["latency_ms"] = {"value": latency.ms, "statistic": latency.settings.statistic, "iqr": latency.iqr_ms,
+                             "runs": latency.runs, "noisy": latency.noisy, "settings": latency.settings.to_dict(), "backend": latency.backend}
     if memory is not None:
         out["peak_memory"] = {"bytes": memory.bytes, "method": memory.method}
     if args.json:

@@ -87,7 +87,8 @@ def _fit(args) -> int:
     how = "cross-validated (5 folds)" if "cross_validated" in model.fit else "in-sample"
     kind = "sum of per-op costs" + (" + boosted correction" if model.correction else "")
     print(f"fitted on {model.fit['archs']} architectures ({kind}): {how} {s['within_10pct']:.1%} within +-10%, "
-          f"Spearman {s['spearman']:.3f}; check it on a held-out profile with `cspnas latency check {args.out} HELDOUT.json`")
+          f"Spearman {s['spearman']:.3f}; check it on a held-out profile with "
+          f"`cspnas latency check {args.out} HELDOUT.json`")
     print(f"model: {args.out}")
     return 0
 

@@ -46,8 +46,9 @@ class LatencyBackend(ABC):
     @abstractmethod
     def measure(self, model: nn.Module, settings: LatencySettings, calibration: np.ndarray | None = None) -> Timing:
         """Forward latency of `model` as deployed under `settings` (single calls timed by
-        cspnas.cost.timing.time_calls, summarized by `summarize` with `settings.statistic`); `calibration` (normalised
-        images, N x C x H x W) is for backends that quantize (int8), ignored by the others."""
+        cspnas.cost.timing.time_calls, summarized by `summarize` with `settings.statistic`);
+        `calibration` (normalised images, N x C x H x W) is for backends that quantize (int8),
+        ignored by the others."""
 
 
 LATENCY_BACKENDS = Registry("latency backend", "a LatencyBackend registered in cspnas/cost/",

@@ -71,19 +71,17 @@ class TorchEagerBackend(LatencyBackend):
     def measure(self, model: nn.Module, settings: LatencySettings, calibration=None) -> Timing:
         clone, x = deployed_copy(model, settings)
         sync = (lambda: synchronize(x.device)) if x.device.type == "cuda" else None
-        # inference_mode is thread-local and the calls run in this thread, so it applies. The
-        # warm-up (first calls pay for allocator growth, oneDNN/cuDNN algorithm selection and lazy
-        # init) goes through run_forward, so a bad input fails as one line before any timing.
+        # inference_mode is thread-local and the calls run in this thread, so it applies. Every call
+        # goes through run_forward, so a bad input fails as one line at the first warm-up call.
         with torch.inference_mode(), torch_threads(settings.threads):
-            run_forward(clone, x)
-            times = time_calls(lambda: clone(x), settings.warmup, settings.min_run_time_s, sync)
+            times = time_calls(lambda: run_forward(clone, x), settings.warmup, settings.min_run_time_s, sync)
         return summarize(times, settings.statistic)
 
 
 def measure_latency(model: nn.Module, settings: LatencySettings = LatencySettings(),
                     calibration: np.ndarray | None = None) -> Latency:
-    """Forward latency (``settings.statistic`` of single calls) of a deployed copy of ``model`` (the caller's model is untouched),
-    timed by the backend ``settings.backend`` names. ``calibration``: normalised training images
+    """Forward latency (``settings.statistic`` of single calls) of a deployed copy of ``model`` (the
+    caller's model is untouched), timed by the backend ``settings.backend`` names. ``calibration``: normalised training images
     an int8 model is calibrated on (default: seeded random images; the record says which)."""
     backend = latency_backend(settings.backend)
     timing = backend.measure(model, settings, calibration)

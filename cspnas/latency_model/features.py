@@ -4,9 +4,8 @@ Latency on one device is close to a sum of per-op costs (nn-Meter's observation)
 layer call, and costs that grow with multiply-adds and with the values an op reads and writes. So the
 features are additive totals over the ops `cspnas.space.footprint.layer_plan` walks (nothing is
 built): call counts, MACs by kind of convolution (1x1, kxk, grouped; their arithmetic intensity
-differs) and by output-channel band (a convolution is a matrix product with `cout` rows, and narrow ones
-run well below the machine's peak: on this 2-core host splitting MACs by band took held-out predictions
-within 10% from 89% to 93%), output values by activation (norm + activation are memory-bound element-wise passes),
+differs) and by output-channel band (a convolution is a matrix product with `cout` rows, and narrow
+ones run well below the machine's peak), output values by activation (norm + activation are memory-bound element-wise passes),
 joins (sums and concatenations) and squeeze-excite. A model's coefficients are per-feature costs.
 """
 from __future__ import annotations

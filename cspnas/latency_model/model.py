@@ -8,9 +8,8 @@ as much as on a 20 ms one); non-negative costs keep that part positive and monot
 is scikit-learn gradient boosting (small trees) on the log of measured over out-of-fold predicted
 latency, from the same features plus the additive prediction, clipped to +-CORRECTION["clip"]: it
 learns interactions a sum cannot (how ops of one network share caches, which shapes the runtime
-fuses). Measured on this machine (5-fold cross-validation over 600 profiled default-space archs,
-ONNX Runtime): 94.0% of predictions within 10% for the sum alone, 96.0% with the correction (torch
-eager 92.7% -> 94.3%). The trees are stored as plain arrays and evaluated here, so the file is JSON.
+fuses); experiments/latency_model.py reports held-out accuracy with and without it. The trees are
+stored as plain arrays and evaluated here, so the file is JSON.
 
 The file records what the model is valid for; `LatencyModel.applies_to` refuses, in one line, a
 space, input size or latency setting (backend, precision, device, threads, batch, dtype) other than
@@ -171,29 +170,20 @@ def fit_correction(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
 
 def _tree_sum(correction: dict[str, Any], inputs: np.ndarray) -> np.ndarray:
     """learning_rate x the sum of the trees' outputs for each row of `inputs` (sklearn's traversal:
-    go left when the value is <= the threshold; leaves have left == -1). A single row (a search's
-    candidate) walks the lists in plain Python: numpy's per-call overhead would cost 100x more there."""
-    inputs = inputs.astype(np.float32).astype(np.float64)  # sklearn's trees compare float32 values
-    if len(inputs) == 1:
-        row, total = inputs[0].tolist(), 0.0
+    go left when the value is <= the threshold; leaves have left == -1). Plain Python over the lists:
+    a search predicts one candidate at a time, where numpy's per-call overhead would cost 100x more."""
+    rows = inputs.astype(np.float32).astype(np.float64).tolist()  # sklearn's trees compare float32 values
+    totals = []
+    for row in rows:
+        total = 0.0
         for t in correction["trees"]:
             left, right, feature, threshold = t["left"], t["right"], t["feature"], t["threshold"]
             node = 0
             while left[node] != -1:
                 node = left[node] if row[feature[node]] <= threshold[node] else right[node]
             total += t["value"][node]
-        return np.array([correction["learning_rate"] * total])
-    total = np.zeros(len(inputs))
-    rows = np.arange(len(inputs))
-    for t in correction["trees"]:
-        left, right, feature = np.asarray(t["left"]), np.asarray(t["right"]), np.asarray(t["feature"])
-        threshold, value = np.asarray(t["threshold"]), np.asarray(t["value"])
-        node = np.zeros(len(inputs), dtype=int)
-        while (inner := left[node] != -1).any():
-            go_left = inputs[rows, np.where(inner, feature[node], 0)] <= threshold[node]
-            node = np.where(inner, np.where(go_left, left[node], right[node]), node)
-        total += value[node]
-    return correction["learning_rate"] * total
+        totals.append(correction["learning_rate"] * total)
+    return np.array(totals)
 
 
 def correction_factor(correction: dict[str, Any], x: np.ndarray, linear: np.ndarray) -> np.ndarray:
